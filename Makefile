@@ -1,0 +1,47 @@
+# Silta: `make demo` and `make test` are the quick start (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SILTA := $(VENV)/bin/silta
+CONFIG ?= config/demo.toml
+PYTHON ?= python3
+# Arrow's default allocator is 2-4x slower on these machines (SERVICES.md).
+export ARROW_DEFAULT_MEMORY_POOL := system
+
+.PHONY: install demo test check lint typecheck layers schema bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade 'pip>=24'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(SILTA) demo init --config $(CONFIG) --force
+	$(SILTA) agent run --once --config $(CONFIG)
+	@echo
+	$(SILTA) tables list --config $(CONFIG)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+layers: install
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck layers
+
+test: check
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+schema: install
+	$(SILTA) config schema > config/schema.json
+
+bench: install
+	$(PY) bench/sync_throughput.py $(BENCH_ARGS)
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,122 @@
+"""`silta demo init`: deterministic on-prem files for the embedded demo.
+
+An occupation survey: free-text job titles in Finnish, Swedish and English with a few
+numeric and categorical fields, exported as ;-separated UTF-8 CSV with decimal commas,
+plus a sample coded into ISCO-08 by the office's coders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+from pathlib import Path
+
+from agent.config import LoadedConfig
+from agent.stores import open_store
+from connectors.errors import UsageError
+from connectors.folder import FolderStore
+
+# ISCO-08 unit group, then the title in Finnish, Swedish and English.
+OCCUPATIONS: list[tuple[str, str, str, str]] = [
+    ("2221", "sairaanhoitaja", "sjuksköterska", "registered nurse"),
+    ("5321", "lähihoitaja", "närvårdare", "practical nurse"),
+    ("2341", "luokanopettaja", "klasslärare", "primary school teacher"),
+    ("2512", "ohjelmistokehittäjä", "mjukvaruutvecklare", "software developer"),
+    ("5120", "kokki", "kock", "cook"),
+    ("8332", "kuorma-autonkuljettaja", "lastbilschaufför", "truck driver"),
+    ("5223", "myyjä", "försäljare", "shop sales assistant"),
+    ("7115", "kirvesmies", "timmerman", "carpenter"),
+    ("4311", "kirjanpitäjä", "bokförare", "bookkeeper"),
+    ("5311", "lastenhoitaja", "barnskötare", "childcare worker"),
+    ("9112", "siivooja", "städare", "office cleaner"),
+    ("7411", "sähköasentaja", "elmontör", "electrician"),
+    ("2635", "sosiaalityöntekijä", "socialarbetare", "social worker"),
+    ("2411", "controller", "controller", "financial controller"),
+]
+PREFIXES = {
+    "fi": ["", "", "", "vanhempi ", "apulais", "vastaava "],
+    "sv": ["", "", "", "senior ", "biträdande ", "ansvarig "],
+    "en": ["", "", "", "senior ", "assistant ", "lead "],
+}
+SUFFIXES = ["", "", "", "", " (osa-aikainen)", ", määräaikainen", " / part time", " 50%"]
+REGIONS = ["Uusimaa", "Pirkanmaa", "Varsinais-Suomi", "Pohjois-Pohjanmaa", "Keski-Suomi",
+           "Lappi", "Ahvenanmaa", "Pohjanmaa"]
+SECTORS = ["public", "private", "third-sector"]
+LANG_WEIGHTS = [("fi", 0.78), ("sv", 0.12), ("en", 0.10)]
+HEADER = ["response_id", "survey_wave", "submitted_at", "region", "language", "age",
+          "weekly_hours", "sector", "job_title"]
+START = dt.datetime(2026, 9, 1, 8, 0, 0)
+
+
+def _title(rng: random.Random, lang: str, occ: tuple[str, str, str, str]) -> str:
+    base = {"fi": occ[1], "sv": occ[2], "en": occ[3]}[lang]
+    title = rng.choice(PREFIXES[lang]) + base + rng.choice(SUFFIXES)
+    if rng.random() < 0.15:
+        title = title.capitalize()
+    if rng.random() < 0.04 and len(title) > 5:  # a typo, as real answers have
+        i = rng.randrange(1, len(title) - 1)
+        title = title[:i] + title[i + 1] + title[i] + title[i + 2:]
+    if rng.random() < 0.03:
+        title = f'"{title}"; {rng.choice(["ja esimies", "och chef", "and team lead"])}'
+    return title
+
+
+def _quote(value: str) -> str:
+    if any(c in value for c in ';"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def generate(seed: int, files: int, rows: int) -> list[tuple[str, bytes, dt.datetime]]:
+    """The demo's files as (relative path, content, export time); same seed, same bytes."""
+    rng = random.Random(seed)
+    out: list[tuple[str, bytes, dt.datetime]] = []
+    coded: list[str] = ["response_id;isco08;coder"]
+    n = 0
+    for day in range(files):
+        lines = [";".join(HEADER)]
+        stamp = START + dt.timedelta(days=day)
+        for _ in range(rows):
+            n += 1
+            occ = rng.choice(OCCUPATIONS)
+            lang = rng.choices([x for x, _ in LANG_WEIGHTS], [w for _, w in LANG_WEIGHTS])[0]
+            submitted = stamp + dt.timedelta(seconds=rng.randrange(0, 12 * 3600))
+            hours = rng.choice([37.5, 38.25, 40.0, 20.0, 30.0, 24.5, 36.75])
+            rid = f"R26-{n:06d}"
+            row = [rid, "2026Q3", submitted.strftime("%Y-%m-%d %H:%M:%S"), rng.choice(REGIONS),
+                   lang, str(rng.randint(18, 67)), f"{hours:.2f}".replace(".", ","),
+                   rng.choice(SECTORS), _title(rng, lang, occ)]
+            if rng.random() < 0.02:
+                row[6] = ""  # a skipped question
+            lines.append(";".join(_quote(v) for v in row))
+            if rng.random() < 0.25:
+                coded.append(f"{rid};{occ[0]};{rng.choice(['coder-a', 'coder-b', 'coder-c'])}")
+        exported = stamp + dt.timedelta(hours=13)
+        out.append((f"responses/responses_{stamp:%Y%m%d}.csv",
+                    ("\n".join(lines) + "\n").encode("utf-8"), exported))
+    out.append(("coded/coded_sample_2026Q3.csv", ("\n".join(coded) + "\n").encode("utf-8"),
+                START + dt.timedelta(days=files, hours=10)))
+    return out
+
+
+def init_demo(loaded: LoadedConfig, *, seed: int, files: int, rows: int, force: bool
+              ) -> list[Path]:
+    """Write the demo files into the ``dropzone`` folder; refuse to overwrite unless forced."""
+    if "dropzone" not in loaded.config.connectors:
+        raise UsageError(f"{loaded.path} has no [connectors.dropzone]; the demo writes there "
+                         "(use config/demo.toml)")
+    store = open_store(loaded, "dropzone")
+    if not isinstance(store, FolderStore):
+        raise UsageError("the demo's dropzone must be a folder connector")
+    written: list[Path] = []
+    for rel, content, exported in generate(seed, files, rows):
+        target = store.root / rel
+        if target.exists() and not force:
+            raise UsageError(f"{target} exists; pass --force to write the demo files again")
+        store.write_atomic(rel, [content])
+        # The export time is the file's mtime: the files are settled, as real exports are.
+        ts = exported.replace(tzinfo=dt.UTC).timestamp()
+        os.utime(target, (ts, ts))
+        written.append(target)
+    return written

@@ -1,0 +1,63 @@
+"""Progress of long work: a live bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from agent.sync import SyncProgress
+
+log = logging.getLogger("silta.progress")
+PLAIN_EVERY = 5.0
+
+
+class ProgressReporter:
+    """Pass :meth:`update` as the engine's progress callback."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.live = sys.stderr.isatty()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._last_plain = 0.0
+
+    def __enter__(self) -> ProgressReporter:
+        if self.live:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TextColumn("{task.fields[rows]:,} rows"),
+                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=None, rows=0)
+        return self
+
+    def update(self, p: SyncProgress) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=p.bytes_done,
+                             total=p.bytes_total or None, rows=p.rows)
+            return
+        t = time.monotonic()
+        if t - self._last_plain >= PLAIN_EVERY and p.bytes_done:
+            self._last_plain = t
+            elapsed = max(t - p.started, 1e-6)
+            log.info("sync=%s progress: %d/%d files, %.1f/%.1f MiB, %d rows, %.1f MiB/s",
+                     p.sync, p.files_done, p.files_total, p.bytes_done / 2**20,
+                     p.bytes_total / 2**20, p.rows, p.bytes_done / 2**20 / elapsed)
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._bar is not None:
+            self._bar.stop()

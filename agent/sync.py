@@ -1,0 +1,575 @@
+"""The sync engine: files in an on-prem store into one Delta table, exactly once.
+
+The protocol (ARCHITECTURE.md, "exactly once"):
+
+1. recover: a batch left ``pending`` by a crash is looked up in the table by its app
+   transaction; committed there means committed, otherwise it is abandoned and its
+   files are planned again;
+2. scan: files that are hidden, temporary or not yet settled are left alone; a file is
+   identified by path + size + mtime + sha256; content already committed is skipped;
+3. plan: files are grouped into batches (one big file alone, small ones together),
+   and each batch is written to the ledger as ``pending`` before any byte goes out;
+4. commit: the batch is streamed as Arrow record batches into one Delta commit that
+   carries ``Transaction("silta/<sync>", seq)``; the lake refuses nothing twice;
+5. settle the ledger, then (only now) move or delete the source files.
+
+A crash between any two steps repeats at most the step, never the commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import BinaryIO, Literal, cast
+
+import pyarrow as pa
+
+from agent.config import LoadedConfig, SyncConfig
+from agent.state import FileEntry, StateStore
+from connectors.abc import FileInfo, FileStore
+from connectors.errors import (
+    NotFoundError,
+    ParseError,
+    SchemaMismatchError,
+    SiltaError,
+    SourceChangedError,
+    StoreError,
+)
+from connectors.formats import (
+    CsvFormat,
+    Format,
+    delta_schema,
+    parse_type_name,
+    probe_schema,
+    read_batches,
+    unify,
+    widen,
+)
+from connectors.lake import CommitResult, DeltaLake, history_summary
+from connectors.names import is_temporary, safe_display
+
+log = logging.getLogger("silta.sync")
+
+LINEAGE = pa.schema([
+    pa.field("_silta_source", pa.string()),
+    pa.field("_silta_batch", pa.int64()),
+    pa.field("_silta_ingested_at", pa.timestamp("us", tz="UTC")),
+])
+QUARANTINE_DIR = ".silta-quarantine"
+HASH_CHUNK = 4 << 20
+MAX_ATTEMPTS = 25
+
+
+@dataclass
+class SyncProgress:
+    """Live figures of a running sync, passed to the progress callback."""
+
+    sync: str
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    rows: int = 0
+    batches: int = 0
+    current: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+ProgressCallback = Callable[[SyncProgress], None]
+
+
+@dataclass
+class SyncOutcome:
+    """What one run of a sync did."""
+
+    sync: str
+    run_id: str
+    status: str = "ok"  # ok | partial (some files quarantined) | failed | busy
+    batches: int = 0
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    waiting: int = 0
+    next_check: float | None = None  # seconds until an unsettled file may be read
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    table_version: int | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "partial")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sync": self.sync, "run_id": self.run_id, "status": self.status,
+            "batches": self.batches, "files": self.files, "rows": self.rows,
+            "bytes": self.bytes, "skipped": self.skipped, "waiting": self.waiting,
+            "quarantined": [{"path": p, "reason": r} for p, r in self.quarantined],
+            "table_version": self.table_version, "error": self.error,
+        }
+
+
+class _Counting:
+    """A read-only stream wrapper that reports bytes read (progress, not identity)."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._on_read = on_read
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._on_read(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._raw, name)
+
+    def __enter__(self) -> _Counting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
+
+
+class _Stream:
+    """The batch's files as one record-batch stream; remembers which file failed."""
+
+    def __init__(self, run: _SyncRun, files: list[FileEntry], schema: pa.Schema, seq: int,
+                 ingested_at: dt.datetime) -> None:
+        self.run = run
+        self.files = files
+        self.data_schema = schema
+        self.schema = (pa.schema(list(schema) + list(LINEAGE)) if run.conf.lineage_columns
+                       else schema)
+        self.seq = seq
+        self.ingested_at = ingested_at
+        self.failed_file: FileEntry | None = None
+        self.failure: SiltaError | None = None
+        self.rows = 0
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        run = self.run
+        for entry in self.files:
+            try:
+                yield from self._file_batches(entry)
+            except SiltaError as e:
+                self.failed_file, self.failure = entry, e
+                raise
+            run.progress.files_done += 1
+            run.emit()
+
+    def _file_batches(self, entry: FileEntry) -> Iterator[pa.RecordBatch]:
+        run = self.run
+        run.progress.current = entry.path
+        source = f"{run.conf.connector}:{entry.path}"
+
+        def opener() -> BinaryIO:
+            return cast(BinaryIO, _Counting(run.store.open_read(entry.path), run.add_bytes))
+
+        for batch in read_batches(opener, run.fmt, run.csv, self.data_schema):
+            if run.conf.lineage_columns:
+                n = batch.num_rows
+                batch = pa.RecordBatch.from_arrays(
+                    [*batch.columns, pa.repeat(source, n),
+                     pa.repeat(pa.scalar(self.seq, pa.int64()), n),
+                     pa.repeat(pa.scalar(self.ingested_at, LINEAGE.field(2).type), n)],
+                    schema=self.schema)
+            self.rows += batch.num_rows
+            run.progress.rows += batch.num_rows
+            run.emit()
+            yield batch
+        now_info = run.store.stat(entry.path)
+        if now_info is None or (now_info.size, now_info.mtime_ns) != (entry.size,
+                                                                     entry.mtime_ns):
+            raise SourceChangedError(f"{safe_display(entry.path)} changed while it was read")
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches())
+
+
+class _SyncRun:
+    """One run of one sync (state for the duration of :meth:`SyncEngine.run`)."""
+
+    def __init__(self, engine: SyncEngine, conf: SyncConfig, run_id: str,
+                 cancel: threading.Event, on_progress: ProgressCallback | None) -> None:
+        self.engine = engine
+        self.conf = conf
+        self.run_id = run_id
+        self.cancel = cancel
+        self.state = engine.state
+        self.lake = engine.lake
+        self.store = engine.store_for(conf.connector)
+        self.app_id = f"silta/{conf.name}"
+        self.table = conf.table
+        self.fmt: Format = conf.format
+        self.csv: CsvFormat | None = conf.csv.to_format() if conf.format == "csv" else None
+        self.outcome = SyncOutcome(conf.name, run_id)
+        self.progress = SyncProgress(conf.name)
+        self.on_progress = on_progress
+        self.widened: dict[str, pa.DataType] = {}
+        self._last_emit = 0.0
+
+    # -- progress ---------------------------------------------------------------------
+    def add_bytes(self, n: int) -> None:
+        self.progress.bytes_done += n
+        self.emit()
+
+    def emit(self, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        t = time.monotonic()
+        if force or t - self._last_emit > 0.2:
+            self._last_emit = t
+            self.on_progress(self.progress)
+
+    # -- steps ------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Settle batches a crash left pending: the table's app transaction decides."""
+        for seq in self.state.pending_batches(self.conf.name):
+            done = self.lake.committed_seq(self.table, self.app_id)
+            if done is not None and done >= seq:
+                entry = self.lake.find_commit(self.table, self.app_id, seq)
+                summary = history_summary(entry) if entry else {}
+                version = summary.get("version")
+                if version is None:
+                    version = self.lake.require(self.table).version()
+                self.state.mark_committed(self.conf.name, seq, version=int(version),
+                                          rows=summary.get("rows_added"))
+                log.info("sync=%s batch=%d recovered: it had committed as version %s",
+                         self.conf.name, seq, version)
+            else:
+                self.state.mark_batch_failed(self.conf.name, seq, "abandoned: the agent stopped "
+                                             "before the commit", status="abandoned")
+                log.info("sync=%s batch=%d abandoned: not in the table; its files are planned "
+                         "again", self.conf.name, seq)
+
+    def dispose_committed(self) -> None:
+        """Move or delete source files whose commit is durable (after a crash too)."""
+        if self.conf.on_success == "keep":
+            return
+        for entry in self.state.undisposed(self.conf.name):
+            info = self.store.stat(entry.path)
+            if info is not None and (info.size, info.mtime_ns) == (entry.size, entry.mtime_ns):
+                if self.conf.on_success == "delete":
+                    self.store.delete(entry.path)
+                else:
+                    self.store.move(entry.path, f"{self.conf.move_to}/{entry.path}")
+            self.state.mark_disposed(self.conf.name, entry)
+
+    def scan(self) -> list[FileEntry]:
+        """Settled files not yet in the lake, with their identity, oldest first."""
+        now_ns = time.time_ns()
+        settle_ns = int(self.conf.settle_seconds * 1e9)
+        fresh: list[FileInfo] = []
+        for info in self.store.list(self.conf.pattern):
+            if is_temporary(info.path):
+                continue
+            status = self.state.file_status(self.conf.name, info.path, info.size,
+                                            info.mtime_ns)
+            if status in ("committed", "quarantined"):
+                continue
+            age = now_ns - info.mtime_ns
+            if age < settle_ns:
+                self.outcome.waiting += 1
+                wait = (settle_ns - age) / 1e9
+                self.outcome.next_check = min(self.outcome.next_check or wait, wait)
+                continue
+            fresh.append(info)
+        fresh.sort(key=lambda f: (f.mtime_ns, f.path))
+        entries: list[FileEntry] = []
+        for info in fresh:
+            if self.cancel.is_set():
+                break
+            entry = self._identify(info)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def _identify(self, info: FileInfo) -> FileEntry | None:
+        try:
+            sha = self._sha256(info.path)
+        except NotFoundError:
+            return None
+        after = self.store.stat(info.path)
+        if after is None or (after.size, after.mtime_ns) != (info.size, info.mtime_ns):
+            self.outcome.waiting += 1  # still being written: next run
+            self.outcome.next_check = min(self.outcome.next_check or 1e9,
+                                          max(self.conf.settle_seconds, 1.0))
+            return None
+        entry = FileEntry(info.path, info.size, info.mtime_ns, sha)
+        if self.state.content_status(self.conf.name, info.path, sha) == "committed":
+            # The same name redelivered with identical content: already in the lake.
+            self.state.mark_skipped(self.conf.name, entry)
+            self.outcome.skipped += 1
+            log.info("sync=%s file=%s skipped: identical content already committed",
+                     self.conf.name, safe_display(info.path))
+            return None
+        return entry
+
+    def _sha256(self, path: str) -> str:
+        h = hashlib.sha256()
+        with self.store.open_read(path) as f:
+            while chunk := f.read(HASH_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def plan(self, entries: list[FileEntry]) -> list[list[FileEntry]]:
+        """Group files into batches: a snapshot file or a big file alone, small ones together."""
+        if self.conf.mode == "snapshot":
+            return [[e] for e in entries]
+        batches: list[list[FileEntry]] = []
+        current: list[FileEntry] = []
+        size = 0
+        for e in entries:
+            if current and (size + e.size > self.conf.batch_max_bytes
+                            or len(current) >= self.conf.batch_max_files):
+                batches.append(current)
+                current, size = [], 0
+            current.append(e)
+            size += e.size
+        if current:
+            batches.append(current)
+        return batches
+
+    def quarantine(self, entry: FileEntry, reason: str) -> None:
+        """Move a bad file aside with a reason file, record it, and go on with the rest."""
+        self.outcome.quarantined.append((entry.path, reason))
+        self.state.mark_quarantined(self.conf.name, self.run_id, entry, reason)
+        target = f"{QUARANTINE_DIR}/{entry.path}"
+        if self.store.stat(target) is not None:
+            target = f"{QUARANTINE_DIR}/{entry.path}.{entry.sha256[:12]}"
+        try:
+            self.store.move(entry.path, target)
+            note = (f"file: {entry.path}\nsync: {self.conf.name}\nrun: {self.run_id}\n"
+                    f"sha256: {entry.sha256}\nwhen: {dt.datetime.now(dt.UTC).isoformat()}\n"
+                    f"reason: {reason}\n")
+            self.store.write_atomic(f"{target}.reason.txt", [note.encode()])
+        except SiltaError as e:
+            # The ledger already refuses the file by its identity; moving it is a courtesy.
+            log.warning("sync=%s file=%s could not be moved to quarantine: %s",
+                        self.conf.name, safe_display(entry.path), e)
+        log.warning("sync=%s file=%s quarantined: %s", self.conf.name,
+                    safe_display(entry.path), reason)
+
+    def _fixed_types(self) -> dict[str, pa.DataType]:
+        """Types that are not inferred: the table's columns, then config, then widenings."""
+        fixed: dict[str, pa.DataType] = {}
+        schema = self.lake.schema(self.table)
+        if schema is not None:
+            fixed.update({f.name: f.type for f in schema if not f.name.startswith("_silta_")})
+        if self.csv is not None:
+            fixed.update({n: parse_type_name(t) for n, t in self.csv.column_types.items()})
+        fixed.update(self.widened)
+        return fixed
+
+    def _probe(self, batch: list[FileEntry], fixed: dict[str, pa.DataType]
+               ) -> tuple[list[FileEntry], pa.Schema | None]:
+        """Each file's schema; files that cannot be read or break the policy go aside."""
+        good: list[FileEntry] = []
+        schemas: list[pa.Schema] = []
+        table_schema = self.lake.schema(self.table)
+        for entry in batch:
+            try:
+                schema = probe_schema(partial(self.store.open_read, entry.path), self.fmt,
+                                      self.csv, fixed)
+                if self.conf.schema_policy == "strict" and table_schema is not None:
+                    self._check_strict(schema, table_schema)
+            except (ParseError, SchemaMismatchError) as e:
+                self.quarantine(entry, str(e))
+                continue
+            good.append(entry)
+            schemas.append(schema)
+        if not good:
+            return good, None
+        unified = delta_schema(unify(schemas))
+        if table_schema is not None:
+            # Existing columns keep the table's types and order; new ones follow.
+            ordered = [pa.field(f.name, f.type) for f in table_schema
+                       if f.name in unified.names]
+            ordered += [f for f in unified if f.name not in table_schema.names]
+            unified = pa.schema(ordered)
+        return good, unified
+
+    def _check_strict(self, schema: pa.Schema, table_schema: pa.Schema) -> None:
+        table_cols = {f.name: f.type for f in table_schema if not f.name.startswith("_silta_")}
+        file_cols = {f.name: f.type for f in schema}
+        added = sorted(set(file_cols) - set(table_cols))
+        missing = sorted(set(table_cols) - set(file_cols))
+        if added or missing:
+            parts = ([f"new column(s) {added}"] if added else []) + (
+                [f"missing column(s) {missing}"] if missing else [])
+            raise SchemaMismatchError(
+                f"schema changed ({'; '.join(parts)}) and the sync's schema policy is "
+                "\"strict\"; set schema = \"merge\" to accept it, or fix the file")
+
+    def commit(self, batch: list[FileEntry]) -> None:
+        """Plan one batch in the ledger and commit it; bad files go aside, the rest land."""
+        fixed = self._fixed_types()
+        files, schema = self._probe(batch, fixed)
+        if schema is None:
+            return
+        seq = self.state.plan_batch(self.conf.name, self.run_id, files)
+        ingested_at = dt.datetime.now(dt.UTC)
+        for _attempt in range(MAX_ATTEMPTS):
+            stream = _Stream(self, files, schema, seq, ingested_at)
+            bytes_before, rows_before = self.progress.bytes_done, self.progress.rows
+            try:
+                result = self._write(stream, seq)
+            except SiltaError as e:
+                self.progress.bytes_done, self.progress.rows = bytes_before, rows_before
+                failure = stream.failure or e
+                bad = stream.failed_file
+                if isinstance(failure, ParseError) and bad is not None:
+                    col = failure.column
+                    if (col and col not in fixed and col in schema.names
+                            and (wider := widen(schema.field(col).type)) is not None):
+                        # An inferred type was too narrow for a later block: widen, retry.
+                        self.widened[col] = wider
+                        schema = schema.set(schema.get_field_index(col),
+                                            pa.field(col, wider))
+                        continue
+                    self._drop(seq, files, bad)
+                    self.quarantine(bad, str(failure))
+                elif isinstance(failure, SourceChangedError) and bad is not None:
+                    self._drop(seq, files, bad)
+                    self.outcome.waiting += 1
+                    self.outcome.next_check = self.conf.settle_seconds
+                    log.info("sync=%s file=%s changed during the copy; it is read again once "
+                             "it settles", self.conf.name, safe_display(bad.path))
+                else:
+                    self.state.mark_batch_failed(self.conf.name, seq, str(failure))
+                    raise failure from e
+                if not files:
+                    self.state.mark_batch_failed(self.conf.name, seq, "no readable files left")
+                    return
+                continue
+            self._settle(seq, files, stream, result)
+            return
+        self.state.mark_batch_failed(self.conf.name, seq, "too many attempts")
+        raise StoreError(f"batch {seq} could not be committed after {MAX_ATTEMPTS} attempts")
+
+    def _drop(self, seq: int, files: list[FileEntry], bad: FileEntry) -> None:
+        files.remove(bad)
+        self.state.drop_from_batch(self.conf.name, seq, [bad.path])
+
+    def _write(self, stream: _Stream, seq: int) -> CommitResult:
+        manifest = [{"path": f.path, "size": f.size, "sha256": f.sha256}
+                    for f in stream.files[:100]]
+        metadata = {
+            "silta.sync": self.conf.name,
+            "silta.source": f"{self.conf.connector}:{self.conf.pattern}",
+            "silta.run_id": self.run_id,
+            "silta.agent": self.engine.agent_name,
+            "silta.file_count": str(len(stream.files)),
+            "silta.files": json.dumps(manifest, separators=(",", ":")),
+            "silta.manifest_sha256": manifest_sha256(stream.files),
+        }
+        merge = self.conf.schema_policy == "merge"
+        if self.conf.mode == "merge":
+            data = pa.Table.from_batches(list(stream.batches()), schema=stream.schema)
+            return self.lake.merge_batch(self.table, data, keys=list(self.conf.key),
+                                         app_id=self.app_id, seq=seq, schema_merge=merge,
+                                         metadata=metadata)
+        mode: Literal["append", "overwrite"] = (
+            "overwrite" if self.conf.mode == "snapshot" else "append")
+        return self.lake.commit_batch(self.table, stream.reader(), app_id=self.app_id,
+                                      seq=seq, mode=mode, schema_merge=merge,
+                                      metadata=metadata)
+
+    def _settle(self, seq: int, files: list[FileEntry], stream: _Stream,
+                result: CommitResult) -> None:
+        rows: int | None = stream.rows
+        if result.already:
+            entry = self.lake.find_commit(self.table, self.app_id, seq)
+            rows = history_summary(entry)["rows_added"] if entry else None
+        self.state.mark_committed(self.conf.name, seq, version=result.version, rows=rows)
+        self.outcome.batches += 1
+        self.outcome.files += len(files)
+        self.outcome.rows += rows or 0
+        self.outcome.bytes += sum(f.size for f in files)
+        self.outcome.table_version = result.version
+        self.progress.batches += 1
+        log.info("sync=%s batch=%d committed: files=%d rows=%s table=%s version=%d%s",
+                 self.conf.name, seq, len(files), rows, self.table, result.version,
+                 " (already committed earlier)" if result.already else "")
+        self.dispose_committed()
+
+
+def manifest_sha256(files: list[FileEntry]) -> str:
+    """One checksum over the batch's file identities (the manifest may be truncated)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.path}\0{f.size}\0{f.sha256}\n".encode())
+    return h.hexdigest()
+
+
+class SyncEngine:
+    """Runs syncs; one run of a given sync at a time."""
+
+    def __init__(self, loaded: LoadedConfig, state: StateStore, lake: DeltaLake,
+                 stores: dict[str, FileStore], agent_name: str) -> None:
+        self.loaded = loaded
+        self.state = state
+        self.lake = lake
+        self.stores = stores
+        self.agent_name = agent_name
+        self._locks = {s.name: threading.Lock() for s in loaded.config.syncs}
+
+    def store_for(self, connector: str) -> FileStore:
+        return self.stores[connector]
+
+    def run(self, name: str, *, trigger: str = "manual", cancel: threading.Event | None = None,
+            on_progress: ProgressCallback | None = None) -> SyncOutcome:
+        conf = self.loaded.config.sync(name)
+        lock = self._locks[name]
+        if not lock.acquire(blocking=False):
+            return SyncOutcome(name, "", status="busy")
+        try:
+            return self._run(conf, trigger, cancel or threading.Event(), on_progress)
+        finally:
+            lock.release()
+
+    def _run(self, conf: SyncConfig, trigger: str, cancel: threading.Event,
+             on_progress: ProgressCallback | None) -> SyncOutcome:
+        run_id = self.state.start_run("sync", conf.name, trigger, self.agent_name)
+        run = _SyncRun(self, conf, run_id, cancel, on_progress)
+        out = run.outcome
+        try:
+            run.recover()
+            run.dispose_committed()
+            entries = run.scan()
+            batches = run.plan(entries)
+            run.progress.files_total = len(entries)
+            run.progress.bytes_total = sum(e.size for e in entries)
+            run.emit(force=True)
+            for batch in batches:
+                if cancel.is_set():
+                    log.info("sync=%s stopping between batches (shutdown)", conf.name)
+                    break
+                run.commit(batch)
+            if out.quarantined:
+                out.status = "partial"
+        except SiltaError as e:
+            out.status, out.error = "failed", str(e)
+            log.error("sync=%s failed: %s", conf.name, e)
+        except Exception as e:  # a bug must not kill the agent; it is recorded and shown
+            out.status, out.error = "failed", f"internal error: {type(e).__name__}: {e}"
+            log.exception("sync=%s failed with an internal error", conf.name)
+        run.emit(force=True)
+        table = self.lake.open(conf.table) if out.table_version is None else None
+        if table is not None:
+            out.table_version = table.version()
+        self.state.finish_run(
+            run_id, status=out.status, files=out.files, rows=out.rows, bytes_=out.bytes,
+            batches=out.batches, failed=len(out.quarantined) + (out.status == "failed"),
+            table_version=out.table_version,
+            error=out.error or ("; ".join(f"{p}: {r}" for p, r in out.quarantined) or None))
+        return out

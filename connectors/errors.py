@@ -1,0 +1,104 @@
+"""The one error hierarchy of Silta, used by every layer.
+
+Each error carries a short ``title`` for operators and a ``msg`` that says what
+happened and what to do. ``retriable`` tells the agent whether trying the same
+work again later can succeed (a server that was down) or not (a bad file).
+Library exceptions are translated into these at the connector boundary.
+"""
+
+from __future__ import annotations
+
+
+class SiltaError(Exception):
+    """Base of every error Silta raises on purpose."""
+
+    title = "Silta error"
+    retriable = False
+
+    def __init__(self, msg: str, *, retriable: bool | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        if retriable is not None:
+            self.retriable = retriable
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+class ConfigError(SiltaError):
+    """The configuration is invalid; ``problems`` lists every finding."""
+
+    title = "Configuration error"
+
+    def __init__(self, msg: str, problems: list[str] | None = None) -> None:
+        super().__init__(msg)
+        self.problems = problems or [msg]
+
+
+class UsageError(SiltaError):
+    """A command-line argument or operator request cannot be carried out."""
+
+    title = "Usage error"
+
+
+class NotFoundError(SiltaError, LookupError):
+    """A named thing (sync, table, version, tag) does not exist."""
+
+    title = "Not found"
+
+    def __init__(self, kind: str, name: str, hint: str = "") -> None:
+        msg = f"{kind} {name!r} not found" + (f"; {hint}" if hint else "")
+        super().__init__(msg)
+        self.kind = kind
+        self.name = name
+
+
+class UnsafeNameError(SiltaError):
+    """A file or table name from outside would escape its root or carries control characters."""
+
+    title = "Unsafe name refused"
+
+
+class ParseError(SiltaError):
+    """A source unit (file) cannot be read in the configured format; it is quarantined.
+
+    ``column`` names the column whose values did not convert, when that is known, so the
+    caller can widen an inferred type and try again.
+    """
+
+    title = "Unreadable source file"
+
+    def __init__(self, msg: str, *, column: str | None = None) -> None:
+        super().__init__(msg)
+        self.column = column
+
+
+class SchemaMismatchError(SiltaError):
+    """Incoming data does not fit the target's schema under the configured policy."""
+
+    title = "Schema mismatch"
+
+
+class SourceChangedError(SiltaError):
+    """A source unit changed while it was being copied; it is retried once it settles."""
+
+    title = "Source changed during copy"
+    retriable = True
+
+
+class StoreError(SiltaError):
+    """A store (folder, lake, server) failed; ``retriable`` says whether to try again."""
+
+    title = "Store error"
+
+
+class StateStoreError(SiltaError):
+    """The agent's state store is unusable (corrupt, newer schema, disk full)."""
+
+    title = "State store error"
+
+
+class LockHeldError(SiltaError):
+    """Another agent holds the single-instance lock on the state folder."""
+
+    title = "Another agent is running"

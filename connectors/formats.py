@@ -1,0 +1,259 @@
+"""File formats (CSV, Parquet, JSON lines) read as a stream of Arrow record batches.
+
+Memory is bounded by the block size, never by the file size. Types are inferred from
+the first block unless fixed by the target table or by config; :func:`unify` and
+:func:`conform` give every file of a batch one schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from connectors.errors import ParseError
+
+Format = Literal["csv", "parquet", "jsonl"]
+Opener = Callable[[], BinaryIO]
+
+PROBE_BYTES = 1 << 20
+DEFAULT_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """CSV dialect; the defaults read RFC 4180 files, options cover office exports."""
+
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: str = "utf-8"
+    decimal: str = "."
+    header: bool = True
+    column_names: tuple[str, ...] | None = None
+    column_types: Mapping[str, str] = field(default_factory=dict)
+    null_values: tuple[str, ...] = ("", "NA", "N/A", "NULL", "null")
+    newlines_in_values: bool = True
+    skip_rows: int = 0
+    block_size: int = DEFAULT_BLOCK_BYTES
+
+
+_SIMPLE_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(), "str": pa.string(), "text": pa.string(),
+    "int": pa.int64(), "int64": pa.int64(), "int32": pa.int32(), "int16": pa.int16(),
+    "int8": pa.int8(), "integer": pa.int64(), "bigint": pa.int64(),
+    "float": pa.float64(), "float64": pa.float64(), "double": pa.float64(),
+    "float32": pa.float32(), "bool": pa.bool_(), "boolean": pa.bool_(),
+    "date": pa.date32(), "timestamp": pa.timestamp("us"),
+    "timestamp_utc": pa.timestamp("us", tz="UTC"), "binary": pa.binary(),
+}
+_DECIMAL = re.compile(r"decimal\((\d+),\s*(\d+)\)$")
+TYPE_NAMES = (*_SIMPLE_TYPES, "decimal(P,S)")
+
+
+def parse_type_name(name: str) -> pa.DataType:
+    """A config type name (``int64``, ``decimal(10,2)``...) as an Arrow type."""
+    key = name.strip().lower()
+    if key in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[key]
+    m = _DECIMAL.match(key)
+    if m:
+        return pa.decimal128(int(m.group(1)), int(m.group(2)))
+    raise ValueError(f"unknown type {name!r}; use one of {', '.join(TYPE_NAMES)}")
+
+
+def delta_type(t: pa.DataType) -> pa.DataType:
+    """The nearest type a Delta table stores without loss."""
+    if pa.types.is_null(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_dictionary(t):
+        return delta_type(t.value_type)
+    if pa.types.is_unsigned_integer(t):
+        widened = {8: pa.int16(), 16: pa.int32(), 32: pa.int64()}
+        return widened.get(t.bit_width, pa.decimal128(20, 0))
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC" if t.tz else None)
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_time(t):
+        return pa.string()
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(delta_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, delta_type(f.type)) for f in t])
+    return t
+
+
+def delta_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, delta_type(f.type)) for f in schema])
+
+
+def widen(t: pa.DataType) -> pa.DataType | None:
+    """The next wider type to try after a conversion error, or None at the top."""
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return pa.float64()
+    if pa.types.is_string(t):
+        return None
+    return pa.string()
+
+
+def _common(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    if any(f(a) for f in numeric) and any(f(b) for f in numeric):
+        return pa.int64() if pa.types.is_integer(a) and pa.types.is_integer(b) else pa.float64()
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b) and a.tz == b.tz:
+        return pa.timestamp("us", tz=a.tz)
+    return pa.string()
+
+
+def unify(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for several files: columns in first-seen order, types widened to agree."""
+    fields: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for f in schema:
+            fields[f.name] = _common(fields[f.name], f.type) if f.name in fields else f.type
+    return pa.schema([pa.field(n, t) for n, t in fields.items()])
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Reorder ``batch`` to ``schema``, filling columns it lacks with nulls."""
+    columns = []
+    for f in schema:
+        idx = batch.schema.get_field_index(f.name)
+        if idx < 0:
+            columns.append(pa.nulls(batch.num_rows, f.type))
+            continue
+        col = batch.column(idx)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise ParseError(f"column {f.name!r}: cannot convert {col.type} to {f.type}: {e}",
+                                 column=f.name) from e
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _csv_options(csv: CsvFormat, types: Mapping[str, pa.DataType], block_size: int
+                 ) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+    read = pacsv.ReadOptions(
+        encoding=csv.encoding, block_size=block_size, skip_rows=csv.skip_rows,
+        column_names=list(csv.column_names) if csv.column_names else None,
+        autogenerate_column_names=not csv.header and not csv.column_names,
+        use_threads=True,
+    )
+    if csv.column_names and csv.header:
+        read.skip_rows_after_names = 1  # the file's own header line is replaced
+    parse = pacsv.ParseOptions(delimiter=csv.delimiter, quote_char=csv.quote or False,
+                               newlines_in_values=csv.newlines_in_values)
+    convert = pacsv.ConvertOptions(
+        decimal_point=csv.decimal, column_types=dict(types),
+        null_values=list(csv.null_values), strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    return read, parse, convert
+
+
+_CSV_COLUMN = re.compile(r"In CSV column #(\d+): (.*)", re.S)
+
+
+def _parse_error(e: Exception, names: list[str] | None) -> ParseError:
+    text = str(e)
+    m = _CSV_COLUMN.search(text)
+    if m and names is not None and int(m.group(1)) < len(names):
+        column = names[int(m.group(1))]
+        return ParseError(f"column {column!r}: {m.group(2).strip()}", column=column)
+    return ParseError(text.strip().splitlines()[0] if text.strip() else type(e).__name__)
+
+
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
+                 UnicodeDecodeError, LookupError, OSError)
+
+
+def _fixed_types(csv: CsvFormat | None, fixed: Mapping[str, pa.DataType]
+                 ) -> dict[str, pa.DataType]:
+    types = dict(fixed)
+    if csv is not None:
+        for name, tname in csv.column_types.items():
+            types[name] = parse_type_name(tname)
+    return types
+
+
+def probe_schema(opener: Opener, fmt: Format, csv: CsvFormat | None,
+                 fixed: Mapping[str, pa.DataType]) -> pa.Schema:
+    """The file's schema from its first block (Delta-normalized). Raises ParseError."""
+    types = _fixed_types(csv, fixed)
+    with opener() as stream:
+        try:
+            if fmt == "parquet":
+                schema = pq.ParquetFile(stream).schema_arrow
+            elif fmt == "jsonl":
+                rdr = pajson.open_json(stream, read_options=pajson.ReadOptions(
+                    block_size=PROBE_BYTES))
+                schema = rdr.schema
+            else:
+                assert csv is not None
+                read, parse, convert = _csv_options(csv, types, PROBE_BYTES)
+                schema = pacsv.open_csv(stream, read_options=read, parse_options=parse,
+                                        convert_options=convert).schema
+        except _ARROW_ERRORS as e:
+            raise _parse_error(e, None) from e
+    out = []
+    for f in schema:
+        t = types.get(f.name, f.type)
+        out.append(pa.field(f.name, delta_type(t)))
+    names = [f.name for f in out]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ParseError(f"duplicate column names {dupes}")
+    if fmt == "csv" and any(not n.strip() for n in names):
+        raise ParseError("a column has an empty name; fix the header or set csv.column_names")
+    return pa.schema(out)
+
+
+def read_batches(opener: Opener, fmt: Format, csv: CsvFormat | None,
+                 schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Stream the file as record batches conformed to ``schema``. Raises ParseError."""
+    with opener() as stream:
+        names: list[str] | None = None
+        try:
+            if fmt == "parquet":
+                pf = pq.ParquetFile(stream)
+                names = pf.schema_arrow.names
+                source: Iterator[pa.RecordBatch] = pf.iter_batches(batch_size=65_536)
+            elif fmt == "jsonl":
+                explicit = pa.schema([f for f in schema])
+                rdr = pajson.open_json(stream, read_options=pajson.ReadOptions(
+                    block_size=DEFAULT_BLOCK_BYTES), parse_options=pajson.ParseOptions(
+                    explicit_schema=explicit, unexpected_field_behavior="infer"))
+                names = rdr.schema.names
+                source = iter(rdr)
+            else:
+                assert csv is not None
+                types = {f.name: f.type for f in schema}
+                read, parse, convert = _csv_options(csv, types, csv.block_size)
+                rdr = pacsv.open_csv(stream, read_options=read, parse_options=parse,
+                                     convert_options=convert)
+                names = rdr.schema.names
+                source = iter(rdr)
+            for batch in source:
+                yield conform(batch, schema)
+        except ParseError:
+            raise
+        except _ARROW_ERRORS as e:
+            raise _parse_error(e, names) from e
