@@ -33,7 +33,8 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,127}$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
+                              use_attribute_docstrings=True)
 
 
 class AgentSection(_Model):
@@ -75,9 +76,11 @@ class FolderConnector(_Model):
     """A local folder, NFS or SMB mount."""
 
     type: Literal["folder"]
+    """Connector type."""
     path: Path
     """The folder; relative paths resolve against the config file's folder."""
     description: str = ""
+    """Free text for operators."""
 
 
 ConnectorConfig = FolderConnector
@@ -142,12 +145,15 @@ class SyncConfig(_Model):
     name: Annotated[str, Field(pattern=_NAME)]
     """Unique name: letters, digits, `_`, `.`, `-`."""
     description: str = ""
+    """Free text for operators."""
     source: str
     """`connector:glob`, e.g. `dropzone:responses/*.csv` (`**` for subfolders)."""
     target: str
     """`lake:TABLE`, a Delta table under [lake].uri, e.g. `lake:raw/survey_responses`."""
     format: Literal["csv", "parquet", "jsonl"] = "csv"
+    """File format of the source files."""
     csv: CsvSection = Field(default_factory=CsvSection)
+    """CSV dialect (with format = "csv")."""
     mode: Literal["append", "merge", "snapshot"] = "append"
     """append: add rows; merge: upsert on `key`; snapshot: each file replaces the table."""
     key: list[str] = Field(default_factory=list)
@@ -171,6 +177,7 @@ class SyncConfig(_Model):
     lineage_columns: bool = True
     """Add `_silta_source`, `_silta_batch` and `_silta_ingested_at` to every row."""
     enabled: bool = True
+    """A disabled sync is kept in config but never runs."""
 
     @field_validator("source")
     @classmethod
@@ -246,9 +253,13 @@ class SiltaConfig(_Model):
     """A whole Silta configuration file."""
 
     agent: AgentSection = Field(default_factory=AgentSection)
+    """The agent process."""
     lake: LakeSection = Field(default_factory=LakeSection)
+    """The Delta lake."""
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+    """On-prem stores by name, referenced by syncs as `NAME:glob`."""
     syncs: list[SyncConfig] = Field(default_factory=list)
+    """Syncs: each moves one source into one Delta table."""
 
     def sync(self, name: str) -> SyncConfig:
         for s in self.syncs:

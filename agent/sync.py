@@ -564,9 +564,12 @@ class SyncEngine:
             out.status, out.error = "failed", f"internal error: {type(e).__name__}: {e}"
             log.exception("sync=%s failed with an internal error", conf.name)
         run.emit(force=True)
-        table = self.lake.open(conf.table) if out.table_version is None else None
-        if table is not None:
-            out.table_version = table.version()
+        if out.table_version is None:
+            try:
+                table = self.lake.open(conf.table)
+                out.table_version = table.version() if table is not None else None
+            except SiltaError:
+                pass  # already reported as the run's error, or the lake is briefly away
         self.state.finish_run(
             run_id, status=out.status, files=out.files, rows=out.rows, bytes_=out.bytes,
             batches=out.batches, failed=len(out.quarantined) + (out.status == "failed"),

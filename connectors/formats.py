@@ -181,6 +181,19 @@ def _parse_error(e: Exception, names: list[str] | None) -> ParseError:
     return ParseError(text.strip().splitlines()[0] if text.strip() else type(e).__name__)
 
 
+def _csv_names(opener: Opener, csv: CsvFormat) -> list[str] | None:
+    """The file's column names, read without any type conversion (for error messages)."""
+    read, parse, _ = _csv_options(csv, {}, PROBE_BYTES)
+    try:
+        with opener() as stream:
+            names: list[str] = pacsv.open_csv(
+                stream, read_options=read, parse_options=parse,
+                convert_options=pacsv.ConvertOptions(column_types=None)).schema.names
+            return names
+    except Exception:
+        return None
+
+
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
                  UnicodeDecodeError, LookupError, OSError)
 
@@ -212,7 +225,8 @@ def probe_schema(opener: Opener, fmt: Format, csv: CsvFormat | None,
                 schema = pacsv.open_csv(stream, read_options=read, parse_options=parse,
                                         convert_options=convert).schema
         except _ARROW_ERRORS as e:
-            raise _parse_error(e, None) from e
+            names = _csv_names(opener, csv) if fmt == "csv" and csv is not None else None
+            raise _parse_error(e, names) from e
     out = []
     for f in schema:
         t = types.get(f.name, f.type)
@@ -256,4 +270,6 @@ def read_batches(opener: Opener, fmt: Format, csv: CsvFormat | None,
         except ParseError:
             raise
         except _ARROW_ERRORS as e:
+            if names is None and fmt == "csv" and csv is not None:
+                names = _csv_names(opener, csv)
             raise _parse_error(e, names) from e
