@@ -121,7 +121,16 @@ def cmd_sync_run(args: argparse.Namespace) -> int:
     loaded = _config(args)
     conf = loaded.config.sync(args.name)
     # The agent's lock also guards manual runs: two writers of one ledger would race.
-    with InstanceLock(loaded.state_dir):
+    # When the agent holds it, the run is queued for the agent instead.
+    lock = InstanceLock(loaded.state_dir)
+    try:
+        lock.acquire()
+    except LockHeldError:
+        command = StateStore(loaded.state_dir).enqueue_command("sync.run", {"sync": conf.name})
+        sys.stdout.write(f"the agent is running: queued a run of {conf.name} for it (command "
+                         f"{command}); follow it with `silta status`\n")
+        return EXIT_OK
+    with lock:
         state = StateStore(loaded.state_dir)
         engine = SyncEngine(loaded, state, open_lake(loaded),
                             {conf.connector: open_store(loaded, conf.connector)},

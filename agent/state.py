@@ -253,7 +253,8 @@ class StateStore:
         with self.tx() as conn:
             conn.execute(
                 "UPDATE files SET size=?, mtime_ns=?, disposed=0, updated_at=? WHERE sync=? AND "
-                "path=? AND sha256=?", (entry.size, entry.mtime_ns, now(), sync, entry.path, entry.sha256))
+                "path=? AND sha256=?",
+                (entry.size, entry.mtime_ns, now(), sync, entry.path, entry.sha256))
 
     def pending_batches(self, sync: str) -> list[int]:
         rows = self.query("SELECT seq FROM batches WHERE sync=? AND status='pending' ORDER BY seq",

@@ -71,6 +71,7 @@ def print_status(status: dict[str, Any]) -> None:
                   + (f", pid {a['pid']}, since {escape(a['since'])}" if a["since"] else "")
                   + (f", last heartbeat {escape(a['last_beat'])}" if a["last_beat"] else "")
                   + ")")
-    print_table(status["syncs"], ["sync", "last_run", "outcome", "files", "rows",
-                                  "total_rows", "quarantined", "table", "table_version"],
-                title="syncs", empty="no syncs configured")
+    rows = [{**s, "version": s["table_version"]} for s in status["syncs"]]
+    print_table(rows, ["sync", "last_run", "outcome", "files", "rows", "total_rows",
+                       "quarantined", "version"],
+                title="syncs (times in UTC)", empty="no syncs configured")
