@@ -184,11 +184,24 @@ class StateStore:
                           (sync, path, sha256))
         return str(rows[0][0]) if rows else None
 
-    def plan_batch(self, sync: str, run_id: str, files: Sequence[FileEntry]) -> int:
-        """Record a batch as pending before anything is written; returns its seq."""
+    def latest_committed_sha(self, sync: str, path: str) -> str | None:
+        """The content most recently committed under ``path`` (by batch order)."""
+        rows = self.query("SELECT sha256 FROM files WHERE sync=? AND path=? AND "
+                          "status='committed' ORDER BY seq DESC LIMIT 1", (sync, path))
+        return str(rows[0][0]) if rows else None
+
+    def plan_batch(self, sync: str, run_id: str, files: Sequence[FileEntry], *,
+                   min_seq: int = 1) -> int:
+        """Record a batch as pending before anything is written; returns its seq.
+
+        ``min_seq`` comes from the table (its last committed seq + 1): a ledger that was
+        lost or restored from a backup must never reuse a seq the table already holds,
+        or the batch would be taken for a repeat and silently not written.
+        """
         with self.tx() as conn:
-            seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE sync=?",
-                                   (sync,)).fetchone()[0])
+            seq = max(min_seq, int(conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE sync=?",
+                (sync,)).fetchone()[0]))
             conn.execute(
                 "INSERT INTO batches (sync, seq, status, run_id, files, bytes, created_at) "
                 "VALUES (?, ?, 'pending', ?, ?, ?, ?)",

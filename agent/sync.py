@@ -305,7 +305,13 @@ class _SyncRun:
                                           max(self.conf.settle_seconds, 1.0))
             return None
         entry = FileEntry(info.path, info.size, info.mtime_ns, sha)
-        if self.state.content_status(self.conf.name, info.path, sha) == "committed":
+        if self.conf.mode == "append":
+            # Appending the same content again would double its rows.
+            seen = self.state.content_status(self.conf.name, info.path, sha) == "committed"
+        else:
+            # merge/snapshot: going back to earlier content (A, B, A) is a real change.
+            seen = self.state.latest_committed_sha(self.conf.name, info.path) == sha
+        if seen:
             # The same name redelivered with identical content: already in the lake.
             self.state.mark_skipped(self.conf.name, entry)
             self.outcome.skipped += 1
@@ -380,8 +386,18 @@ class _SyncRun:
             try:
                 schema = probe_schema(partial(self.store.open_read, entry.path), self.fmt,
                                       self.csv, fixed)
-                if self.conf.schema_policy == "strict" and table_schema is not None:
-                    self._check_strict(schema, table_schema)
+                if self.conf.mode == "merge":
+                    missing = [k for k in self.conf.key if k not in schema.names]
+                    if missing:
+                        raise SchemaMismatchError(
+                            f"merge key column(s) {missing} are missing; every file of a "
+                            "merge sync needs its key columns")
+                if self.conf.schema_policy == "strict":
+                    # Against the table, or for a new table the batch's first good file.
+                    reference = table_schema if table_schema is not None else (
+                        schemas[0] if schemas else None)
+                    if reference is not None:
+                        self._check_strict(schema, reference)
             except (ParseError, SchemaMismatchError) as e:
                 self.quarantine(entry, str(e))
                 continue
@@ -416,7 +432,9 @@ class _SyncRun:
         files, schema = self._probe(batch, fixed)
         if schema is None:
             return
-        seq = self.state.plan_batch(self.conf.name, self.run_id, files)
+        done = self.lake.committed_seq(self.table, self.app_id)
+        seq = self.state.plan_batch(self.conf.name, self.run_id, files,
+                                    min_seq=(done or 0) + 1)
         ingested_at = dt.datetime.now(dt.UTC)
         for _attempt in range(MAX_ATTEMPTS):
             stream = _Stream(self, files, schema, seq, ingested_at)
@@ -428,13 +446,10 @@ class _SyncRun:
                 failure = stream.failure or e
                 bad = stream.failed_file
                 if isinstance(failure, ParseError) and bad is not None:
-                    col = failure.column
-                    if (col and col not in fixed and col in schema.names
-                            and (wider := widen(schema.field(col).type)) is not None):
+                    wider = self._widen(failure, fixed, schema)
+                    if wider is not None:
                         # An inferred type was too narrow for a later block: widen, retry.
-                        self.widened[col] = wider
-                        schema = schema.set(schema.get_field_index(col),
-                                            pa.field(col, wider))
+                        schema = wider
                         continue
                     self._drop(seq, files, bad)
                     self.quarantine(bad, str(failure))
@@ -451,10 +466,40 @@ class _SyncRun:
                     self.state.mark_batch_failed(self.conf.name, seq, "no readable files left")
                     return
                 continue
+            if result.already and not self._same_batch(seq, files):
+                # Another writer used this seq for other files (two agents with separate
+                # state on one table): ours did not land; free them for a new seq.
+                self.state.mark_batch_failed(self.conf.name, seq, "seq taken by another "
+                                             "writer")
+                raise StoreError(
+                    f"table {self.table!r} already holds batch {seq} of sync "
+                    f"{self.conf.name!r} with other files: is a second agent writing this "
+                    "table? The files are retried with a new batch number", retriable=True)
             self._settle(seq, files, stream, result)
             return
         self.state.mark_batch_failed(self.conf.name, seq, "too many attempts")
         raise StoreError(f"batch {seq} could not be committed after {MAX_ATTEMPTS} attempts")
+
+    def _widen(self, failure: ParseError, fixed: dict[str, pa.DataType], schema: pa.Schema
+               ) -> pa.Schema | None:
+        """The schema with the failing inferred column(s) one step wider, or None."""
+        columns = [failure.column] if failure.column else list(failure.candidates)
+        changed = False
+        for col in columns:
+            if col in fixed or col not in schema.names:
+                continue
+            wider = widen(schema.field(col).type)
+            if wider is None:
+                continue
+            self.widened[col] = wider
+            schema = schema.set(schema.get_field_index(col), pa.field(col, wider))
+            changed = True
+        return schema if changed else None
+
+    def _same_batch(self, seq: int, files: list[FileEntry]) -> bool:
+        entry = self.lake.find_commit(self.table, self.app_id, seq)
+        return entry is None or entry.get("silta.manifest_sha256") in (
+            None, manifest_sha256(files))
 
     def _drop(self, seq: int, files: list[FileEntry], bad: FileEntry) -> None:
         files.remove(bad)

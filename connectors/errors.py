@@ -68,9 +68,12 @@ class ParseError(SiltaError):
 
     title = "Unreadable source file"
 
-    def __init__(self, msg: str, *, column: str | None = None) -> None:
+    def __init__(self, msg: str, *, column: str | None = None,
+                 candidates: tuple[str, ...] = ()) -> None:
         super().__init__(msg)
         self.column = column
+        #: when the reader does not say which column failed: the columns that may have
+        self.candidates = candidates
 
 
 class SchemaMismatchError(SiltaError):

@@ -170,6 +170,7 @@ def _csv_options(csv: CsvFormat, types: Mapping[str, pa.DataType], block_size: i
 
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+): (.*)", re.S)
+_JSON_CONVERT = re.compile(r"Failed to convert JSON to (\w+)")
 
 
 def _parse_error(e: Exception, names: list[str] | None) -> ParseError:
@@ -272,4 +273,9 @@ def read_batches(opener: Opener, fmt: Format, csv: CsvFormat | None,
         except _ARROW_ERRORS as e:
             if names is None and fmt == "csv" and csv is not None:
                 names = _csv_names(opener, csv)
-            raise _parse_error(e, names) from e
+            error = _parse_error(e, names)
+            m = _JSON_CONVERT.search(str(e))
+            if fmt == "jsonl" and m:
+                # pyarrow's JSON reader does not name the column: offer each of that type.
+                error.candidates = tuple(f.name for f in schema if str(f.type) == m.group(1))
+            raise error from e
