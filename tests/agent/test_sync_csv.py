@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +10,8 @@ import pytest
 from deltalake import DeltaTable
 
 from connectors.formats import CsvFormat, probe_schema
+from tests.agent.helpers import put, rows_both
 from tests.conftest import duck_rows
-
-
-def put(folder: Path, name: str, data: str | bytes, *, age: float = 60.0) -> Path:
-    """Write ``name`` under ``folder`` with an mtime ``age`` seconds in the past."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    t = time.time() - age
-    os.utime(path, (t, t))
-    return path
-
-
-def rows_both(duck: Any, path: Path, cols: list[str]) -> list[tuple[Any, ...]]:
-    """Rows of ``cols`` by deltalake, checked equal to DuckDB's; sorted by the first column."""
-    data = DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=cols)
-    from_delta = sorted((tuple(r[c] for c in cols) for r in data.to_pylist()),
-                        key=lambda r: r[0])
-    sql = "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM t"
-    assert sorted(duck_rows(duck, path, sql), key=lambda r: r[0]) == from_delta
-    return from_delta
 
 
 def types_of(path: Path) -> dict[str, pa.DataType]:

@@ -16,32 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from tests.agent.helpers import put, rows_both
 from tests.conftest import duck_rows
 
 QUARANTINE = ".silta-quarantine"
 
 
-def put(folder: Path, name: str, data: str | bytes, *, age: float = 60.0) -> Path:
-    """Write ``name`` under ``folder`` with an mtime ``age`` seconds in the past."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    t = time.time() - age
-    os.utime(path, (t, t))
-    return path
 
-
-def _key(row: tuple[Any, ...]) -> list[tuple[bool, Any]]:
-    return [(v is None, v) for v in row]
-
-
-def rows_both(duck: Any, path: Path, cols: list[str]) -> list[tuple[Any, ...]]:
-    """Rows of ``cols`` read by deltalake, checked equal to what DuckDB reads; sorted."""
-    data = DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=cols)
-    from_delta = sorted((tuple(r[c] for c in cols) for r in data.to_pylist()), key=_key)
-    sql = "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM t"
-    assert sorted(duck_rows(duck, path, sql), key=_key) == from_delta
-    return from_delta
 
 
 def data_columns(path: Path) -> list[str]:

@@ -12,35 +12,13 @@ from typing import Any
 
 from deltalake import DeltaTable
 
+from tests.agent.helpers import put, rows_both
 from tests.conftest import duck_rows
 
 LINEAGE = ["_silta_source", "_silta_batch", "_silta_ingested_at"]
 
 
-def put(folder: Path, name: str, text: str, *, age: float = 60.0) -> Path:
-    """Write ``name`` under ``folder`` with an mtime ``age`` seconds in the past."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    t = time.time() - age
-    os.utime(path, (t, t))
-    return path
 
-
-def _key(row: tuple[Any, ...]) -> list[tuple[bool, Any]]:
-    return [(v is None, v) for v in row]
-
-
-def rows_both(duck: Any, path: Path, cols: list[str], version: int | None = None
-              ) -> list[tuple[Any, ...]]:
-    """Rows of ``cols`` read by deltalake, checked equal to what DuckDB reads; sorted."""
-    data = DeltaTable(str(path), version=version).to_pyarrow_dataset().to_table(columns=cols)
-    from_delta = sorted((tuple(r[c] for c in cols) for r in data.to_pylist()), key=_key)
-    if version is None:
-        sql = "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM t"
-        from_duck = sorted(duck_rows(duck, path, sql), key=_key)
-        assert from_duck == from_delta
-    return from_delta
 
 
 def columns_both(duck: Any, path: Path) -> list[str]:

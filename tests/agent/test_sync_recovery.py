@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from deltalake import DeltaTable
 
 from agent.state import FileEntry
+from tests.agent.helpers import put, rows_both
 from tests.conftest import duck_rows
-
-
-def put(folder: Path, name: str, text: str, *, age: float = 60.0) -> Path:
-    """Write ``name`` under ``folder`` with an mtime ``age`` seconds in the past."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    t = time.time() - age
-    os.utime(path, (t, t))
-    return path
 
 
 def entry_for(root: Path, rel: str) -> FileEntry:
@@ -29,14 +19,6 @@ def entry_for(root: Path, rel: str) -> FileEntry:
     st = path.stat()
     return FileEntry(rel, st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
 
-
-def rows_both(duck: Any, path: Path, cols: list[str]) -> list[tuple[Any, ...]]:
-    """Rows of ``cols`` by deltalake, checked equal to DuckDB's; sorted."""
-    data = DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=cols)
-    from_delta = sorted(tuple(r[c] for c in cols) for r in data.to_pylist())
-    sql = "SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM t"
-    assert sorted(duck_rows(duck, path, sql)) == from_delta
-    return from_delta
 
 
 def ledger(engine: Any, sync: str = "s") -> list[tuple[int, str, int | None, int | None]]:
