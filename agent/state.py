@@ -175,6 +175,14 @@ class StateStore:
             "ORDER BY updated_at DESC LIMIT 1", (sync, path, size, mtime_ns))
         return str(rows[0][0]) if rows else None
 
+    def quarantine_reason(self, sync: str, path: str, size: int, mtime_ns: int
+                          ) -> tuple[str, str] | None:
+        """(sha256, reason) of a quarantined file with this identity, if it is one."""
+        rows = self.query(
+            "SELECT sha256, reason FROM files WHERE sync=? AND path=? AND size=? AND "
+            "mtime_ns=? AND status='quarantined' LIMIT 1", (sync, path, size, mtime_ns))
+        return (str(rows[0][0]), str(rows[0][1] or "")) if rows else None
+
     def path_seen(self, sync: str, path: str) -> bool:
         return bool(self.query("SELECT 1 FROM files WHERE sync=? AND path=? LIMIT 1",
                                (sync, path)))

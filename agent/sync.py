@@ -274,7 +274,15 @@ class _SyncRun:
                 continue
             status = self.state.file_status(self.conf.name, info.path, info.size,
                                             info.mtime_ns)
-            if status in ("committed", "quarantined"):
+            if status == "quarantined":
+                # Recorded, but a crash came before the move: finish moving it aside.
+                found = self.state.quarantine_reason(self.conf.name, info.path, info.size,
+                                                     info.mtime_ns)
+                if found is not None:
+                    self._move_aside(FileEntry(info.path, info.size, info.mtime_ns, found[0]),
+                                     found[1])
+                continue
+            if status == "committed":
                 continue
             age = now_ns - info.mtime_ns
             if age < settle_ns:
@@ -349,21 +357,25 @@ class _SyncRun:
         """Move a bad file aside with a reason file, record it, and go on with the rest."""
         self.outcome.quarantined.append((entry.path, reason))
         self.state.mark_quarantined(self.conf.name, self.run_id, entry, reason)
+        self._move_aside(entry, reason)
+        log.warning("sync=%s file=%s quarantined: %s", self.conf.name,
+                    safe_display(entry.path), reason)
+
+    def _move_aside(self, entry: FileEntry, reason: str) -> None:
+        """Reason file first, then the move: a crash between leaves both findable."""
         target = f"{QUARANTINE_DIR}/{entry.path}"
         if self.store.stat(target) is not None:
             target = f"{QUARANTINE_DIR}/{entry.path}.{entry.sha256[:12]}"
         try:
-            self.store.move(entry.path, target)
             note = (f"file: {entry.path}\nsync: {self.conf.name}\nrun: {self.run_id}\n"
                     f"sha256: {entry.sha256}\nwhen: {dt.datetime.now(dt.UTC).isoformat()}\n"
                     f"reason: {reason}\n")
             self.store.write_atomic(f"{target}.reason.txt", [note.encode()])
+            self.store.move(entry.path, target)
         except SiltaError as e:
             # The ledger already refuses the file by its identity; moving it is a courtesy.
             log.warning("sync=%s file=%s could not be moved to quarantine: %s",
                         self.conf.name, safe_display(entry.path), e)
-        log.warning("sync=%s file=%s quarantined: %s", self.conf.name,
-                    safe_display(entry.path), reason)
 
     def _fixed_types(self) -> dict[str, pa.DataType]:
         """Types that are not inferred: the table's columns, then config, then widenings."""

@@ -109,7 +109,10 @@ def test_corrupt_csv_quarantined_others_land_once(make_engine: Any, tmp_path: Pa
     again = engine.run("s")
     assert (again.status, again.quarantined, again.batches, again.table_version) == (
         "ok", [], 0, 0)
-    assert (inbox / "bad.csv").exists()
+    # ... and moves it aside again (a crash between recording and moving ends the same way)
+    assert not (inbox / "bad.csv").exists()
+    sha = hashlib.sha256(bad_bytes).hexdigest()[:12]
+    assert (inbox / QUARANTINE / f"bad.csv.{sha}").read_bytes() == bad_bytes
     assert DeltaTable(str(table)).version() == 0
     assert duck_rows(duck, table, "SELECT count(*) FROM t") == [(3,)]
 
