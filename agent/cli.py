@@ -10,6 +10,7 @@ import argparse
 import getpass
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -130,19 +131,19 @@ def cmd_sync_run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"the agent is running: queued a run of {conf.name} for it (command "
                          f"{command}); follow it with `silta status`\n")
         return EXIT_OK
-    with lock:
+    try:
         state = StateStore(loaded.state_dir)
         engine = SyncEngine(loaded, state, open_lake(loaded),
                             {conf.connector: open_store(loaded, conf.connector)},
                             loaded.config.agent.name)
         cancel = threading.Event()
-        import signal
-
         signal.signal(signal.SIGTERM, lambda *_: cancel.set())
         signal.signal(signal.SIGINT, lambda *_: cancel.set())
         with ProgressReporter(conf.name) as progress:
             outcome = engine.run(conf.name, trigger=f"cli:{getpass.getuser()}", cancel=cancel,
                                  on_progress=progress.update)
+    finally:
+        lock.release()
     _print_outcomes([outcome], args.json)
     return EXIT_FAILED if outcome.failed else EXIT_OK
 

@@ -341,8 +341,8 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    # pydantic inserts tags like 'folder' for unions and 'function-after[...]' for validators
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p == "folder")))
+    # pydantic inserts validator names like 'function-after[...]' into error locations
+    return tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
 
 
 def _explain(err: dict[str, Any]) -> str:

@@ -37,6 +37,22 @@ class InstanceLock:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode())
         self._fd = fd
 
+    def is_held(self) -> bool:
+        """True when some process (an agent) holds the lock right now."""
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a shared lock we may have taken
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

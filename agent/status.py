@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.config import LoadedConfig
+from agent.lock import InstanceLock
 from agent.output import print_table
 from agent.state import StateStore
 from agent.stores import open_lake
@@ -37,7 +38,9 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
         if beat:
             age = _age(beat["beat_at"])
             fresh = age is not None and age < 3 * conf.agent.heartbeat_seconds + 5
-            alive = beat["state"] in ("running", "running-once") and fresh
+            # A killed agent leaves a fresh heartbeat behind; the kernel freed its lock.
+            held = InstanceLock(loaded.state_dir).is_held()
+            alive = beat["state"] in ("running", "running-once") and fresh and held
             agent.update(alive=alive, state=beat["state"] if alive or beat["state"] == "stopped"
                          else "down (no heartbeat)", pid=beat["pid"],
                          since=beat["started_at"], last_beat=beat["beat_at"])

@@ -543,7 +543,7 @@ class _SyncRun:
 
     def _settle(self, seq: int, files: list[FileEntry], stream: _Stream,
                 result: CommitResult) -> None:
-        rows: int | None = stream.rows
+        rows: int | None = result.rows if result.rows is not None else stream.rows
         if result.already:
             entry = self.lake.find_commit(self.table, self.app_id, seq)
             rows = history_summary(entry)["rows_added"] if entry else None

@@ -171,7 +171,8 @@ class DeltaLake:
              .execute())
         except Exception as e:
             return self._after_error(e, name, app_id, seq)
-        return self._landed(name, app_id, seq)
+        landed = self._landed(name, app_id, seq)
+        return CommitResult(landed.version, already=False, rows=data.num_rows)
 
     def _props(self, app_id: str, seq: int, metadata: Mapping[str, str]) -> CommitProperties:
         meta = {"silta.app_id": app_id, "silta.seq": str(seq), **metadata}
@@ -285,7 +286,8 @@ def history_summary(entry: Mapping[str, Any]) -> dict[str, Any]:
     ts = entry.get("timestamp")
     when = (dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat(timespec="seconds")
             if isinstance(ts, int | float) else None)
-    rows = metrics.get("num_added_rows", metrics.get("num_inserted_rows"))
+    rows = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted",
+                                                     metrics.get("num_inserted_rows")))
     source = entry.get("silta.source")
     return {
         "version": entry.get("version"),

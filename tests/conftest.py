@@ -12,10 +12,10 @@ import pytest
 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
-from agent.config import LoadedConfig, load_config  # noqa: E402
-from agent.state import StateStore  # noqa: E402
-from agent.stores import open_lake, open_store  # noqa: E402
-from agent.sync import SyncEngine  # noqa: E402
+from agent.config import LoadedConfig, load_config
+from agent.state import StateStore
+from agent.stores import open_lake, open_store
+from agent.sync import SyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,112 @@
+"""The README's quick start: `demo init`, `agent run --once`, `tables list` on config/demo.toml."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, duck_rows
+from tests.e2e._cli import delta_table, silta
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _by_sync(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["sync"]: o for o in outcomes}
+
+
+def _tables(root: Path, config: Path) -> dict[str, dict[str, Any]]:
+    r = silta(root, "tables", "list", "--json", "--config", config)
+    assert r.code == 0, r
+    return {t["table"]: t for t in r.json()}
+
+
+def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config" / "demo.toml"
+    shutil.copy(ROOT / "config" / "demo.toml", config)
+    incoming = tmp_path / "var" / "onprem" / "incoming"
+    lake = tmp_path / "var" / "lake"
+
+    r = silta(tmp_path, "demo", "init", "--config", config)
+    assert r.code == 0, r
+    expected_files = [incoming / "responses" / f"responses_202609{d:02d}.csv"
+                      for d in range(1, 7)] + [incoming / "coded" / "coded_sample_2026Q3.csv"]
+    assert r.out.splitlines() == [str(p) for p in expected_files]
+    coded_lines = (incoming / "coded" / "coded_sample_2026Q3.csv").read_text(
+        encoding="utf-8").splitlines()
+    coded_rows = len(coded_lines) - 1
+    assert coded_lines[0] == "response_id;isco08;coder"
+    assert coded_rows > 100
+
+    r = silta(tmp_path, "agent", "run", "--once", "--json", "--config", config)
+    assert r.code == 0, r
+    first = _by_sync(r.json())
+    assert {k: (o["status"], o["batches"], o["files"], o["rows"], o["table_version"])
+            for k, o in first.items()} == {
+        "survey_responses": ("ok", 1, 6, 2400, 0),
+        "coded_sample": ("ok", 1, 1, coded_rows, 0),
+    }
+
+    tables = _tables(tmp_path, config)
+    assert sorted(tables) == ["raw/coded_sample", "raw/survey_responses"]
+    assert {k: (t["version"], t["rows"], t["columns"], t["last_operation"])
+            for k, t in tables.items()} == {
+        "raw/survey_responses": (0, 2400, 12, "WRITE"),
+        "raw/coded_sample": (0, coded_rows, 6, "WRITE"),
+    }
+
+    survey, coded = lake / "raw" / "survey_responses", lake / "raw" / "coded_sample"
+    assert duck_rows(duck, survey, "SELECT count(*), count(DISTINCT response_id), "
+                     "count(DISTINCT _silta_source) FROM t") == [(2400, 2400, 6)]
+    # `;` delimiter and decimal commas were read as numbers
+    hours = set(delta_table(survey)["weekly_hours"].to_pylist())
+    assert hours <= {37.5, 38.25, 40.0, 20.0, 30.0, 24.5, 36.75, None}
+    assert {37.5, 38.25, 36.75} <= hours
+    assert duck_rows(duck, coded, "SELECT count(*), count(DISTINCT response_id) FROM t") == [
+        (coded_rows, coded_rows)]
+    codes = delta_table(coded)["isco08"].to_pylist()
+    assert all(isinstance(c, str) and re.fullmatch(r"\d{4}", c) for c in codes)
+    # every coded answer is one of the survey's answers
+    assert duck_rows(duck, coded, "SELECT count(*) FROM t WHERE response_id NOT LIKE "
+                     "'R26-%'") == [(0,)]
+
+    # the files are there: init again refuses without --force
+    r = silta(tmp_path, "demo", "init", "--config", config)
+    assert r.code == 2, r
+    assert f"silta: usage error: {expected_files[0]} exists; pass --force to write the demo " \
+           "files again" in r.err
+
+    # the same files written again add nothing
+    r = silta(tmp_path, "demo", "init", "--force", "--config", config)
+    assert r.code == 0, r
+    r = silta(tmp_path, "agent", "run", "--once", "--json", "--config", config)
+    assert r.code == 0, r
+    again = _by_sync(r.json())
+    assert {k: (o["status"], o["batches"], o["files"], o["rows"], o["table_version"])
+            for k, o in again.items()} == {
+        "survey_responses": ("ok", 0, 0, 0, 0),
+        "coded_sample": ("ok", 0, 0, 0, 0),
+    }
+    assert _tables(tmp_path, config) == tables
+
+    # redelivered with a new mtime (settled: a minute old), same bytes: skipped by content
+    old = time.time() - 60
+    for p in expected_files:
+        os.utime(p, (old, old))
+    r = silta(tmp_path, "agent", "run", "--once", "--json", "--config", config)
+    assert r.code == 0, r
+    redelivered = _by_sync(r.json())
+    assert {k: (o["status"], o["batches"], o["files"], o["skipped"], o["table_version"])
+            for k, o in redelivered.items()} == {
+        "survey_responses": ("ok", 0, 0, 6, 0),
+        "coded_sample": ("ok", 0, 0, 1, 0),
+    }
+    assert _tables(tmp_path, config) == tables
+    assert duck_rows(duck, survey, "SELECT count(*) FROM t") == [(2400,)]
