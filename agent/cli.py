@@ -7,13 +7,14 @@ names): the message says what to fix, never a traceback (``--debug`` shows one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from agent.config import LoadedConfig, default_config_path, json_schema, load_config
 from agent.logs import setup_logging
@@ -291,8 +292,6 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Arrow's default allocator is 2-4x slower here (SERVICES.md); set before pyarrow loads.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level or "info", args.log_format or "text")
     try:
@@ -308,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, NotFoundError, UnsafeNameError) as e:
         if args.debug:
             log.exception("details")
-        sys.stderr.write(f"silta: {e.title.lower()}: {e.msg}\n")
+        prefix = "" if isinstance(e, NotFoundError) else f"{e.title.lower()}: "
+        sys.stderr.write(f"silta: {prefix}{e.msg}\n")
         return EXIT_USAGE
     except LockHeldError as e:
         sys.stderr.write(f"silta: {e.msg}\n")
@@ -331,5 +331,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def entry() -> NoReturn:
+    """The console script: ``main``, then leave without interpreter finalization.
+
+    deltalake 1.6.6 with pyarrow 26 sometimes aborts the process while native thread pools
+    are torn down at exit ("terminate called without an active exception", exit 134), after
+    all work is done. Flushing and calling ``os._exit`` keeps the exit code honest.
+    """
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's usage errors and --help
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -204,6 +204,6 @@ def test_sync_run_unknown_sync(tmp_path: Path) -> None:
     r = silta(tmp_path, "sync", "run", "nosuch", "--config", path)
 
     assert r.code == 2, r
-    assert r.err.strip().endswith("silta: not found: sync 'nosuch' not found; see "
+    assert r.err.strip().endswith("silta: sync 'nosuch' not found; see "
                                   "`silta sync list`"), r
     assert "Traceback" not in r.err

@@ -223,14 +223,14 @@ def test_tables_tag_and_show_by_tag(lake: Lake) -> None:
     assert "silta: usage error: table 'raw/t' already has a tag 'first'" in r.err
     r = lake.cli("tables", "tag", "raw/t", "9", "later")
     assert r.code == 2, r
-    assert "silta: not found: version 'raw/t@9' not found; the table's versions are 0..1" \
+    assert "silta: version 'raw/t@9' not found; the table's versions are 0..1" \
         in r.err
     r = lake.cli("tables", "show", "raw/t", "--tag", "first", "--version", "0")
     assert r.code == 2, r
     assert "silta: usage error: give --version or --tag, not both" in r.err
     r = lake.cli("tables", "show", "raw/t", "--tag", "nosuch")
     assert r.code == 2, r
-    assert "silta: not found: tag 'nosuch' not found; see `silta tables tags raw/t`" in r.err
+    assert "silta: tag 'nosuch' not found; see `silta tables tags raw/t`" in r.err
 
     # tags live in Silta's own table: hidden from `tables list`, shown with --all
     r = lake.cli("tables", "list", "--json")
@@ -240,12 +240,12 @@ def test_tables_tag_and_show_by_tag(lake: Lake) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["show", "nosuch"], "silta: not found: table 'nosuch' not found; list tables with "
+    (["show", "nosuch"], "silta: table 'nosuch' not found; list tables with "
                          "`silta tables list`"),
-    (["show", "raw/t", "--version", "7"], "silta: not found: version 'raw/t@7' not found; "
+    (["show", "raw/t", "--version", "7"], "silta: version 'raw/t@7' not found; "
                                           "see `silta tables history` for the versions"),
-    (["history", "nosuch"], "silta: not found: table 'nosuch' not found"),
-    (["tags", "nosuch"], "silta: not found: table 'nosuch' not found"),
+    (["history", "nosuch"], "silta: table 'nosuch' not found"),
+    (["tags", "nosuch"], "silta: table 'nosuch' not found"),
     (["show", "../escape"], "silta: unsafe name refused: table name '../escape' has an empty "
                             "or '..' part"),
 ], ids=["show-missing-table", "show-missing-version", "history-missing-table",
