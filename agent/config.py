@@ -16,14 +16,16 @@ import socket
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.tomlmap import key_lines, line_for
 from connectors.errors import ConfigError, UnsafeNameError
-from connectors.formats import CsvFormat, parse_type_name
 from connectors.names import check_relative_path
+
+if TYPE_CHECKING:
+    from connectors.formats import CsvFormat
 
 ENV_VAR = "SILTA_CONFIG"
 DEFAULT_FILE = "silta.toml"
@@ -122,6 +124,8 @@ class CsvSection(_Model):
     @field_validator("column_types")
     @classmethod
     def _types(cls, v: dict[str, str]) -> dict[str, str]:
+        from connectors.formats import parse_type_name  # pyarrow: only when types are given
+
         for name, tname in v.items():
             try:
                 parse_type_name(tname)
@@ -130,6 +134,8 @@ class CsvSection(_Model):
         return v
 
     def to_format(self) -> CsvFormat:
+        from connectors.formats import CsvFormat
+
         return CsvFormat(
             delimiter=self.delimiter, quote=self.quote, encoding=self.encoding,
             decimal=self.decimal, header=self.header,

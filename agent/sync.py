@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO, Literal, cast
@@ -64,6 +65,7 @@ LINEAGE = pa.schema([
 ])
 QUARANTINE_DIR = ".silta-quarantine"
 HASH_CHUNK = 4 << 20
+HASH_THREADS = 2
 MAX_ATTEMPTS = 25
 
 
@@ -293,19 +295,26 @@ class _SyncRun:
             fresh.append(info)
         fresh.sort(key=lambda f: (f.mtime_ns, f.path))
         entries: list[FileEntry] = []
-        for info in fresh:
-            if self.cancel.is_set():
-                break
-            entry = self._identify(info)
-            if entry is not None:
-                entries.append(entry)
+        # hashlib releases the GIL: hash several files at once, decide in order.
+        with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256") as pool:
+            hashes = pool.map(self._sha256_or_none, fresh)
+            for info, sha in zip(fresh, hashes, strict=True):
+                if self.cancel.is_set():
+                    break
+                entry = self._identify(info, sha) if sha is not None else None
+                if entry is not None:
+                    entries.append(entry)
         return entries
 
-    def _identify(self, info: FileInfo) -> FileEntry | None:
-        try:
-            sha = self._sha256(info.path)
-        except NotFoundError:
+    def _sha256_or_none(self, info: FileInfo) -> str | None:
+        if self.cancel.is_set():
             return None
+        try:
+            return self._sha256(info.path)
+        except NotFoundError:
+            return None  # gone since the listing
+
+    def _identify(self, info: FileInfo, sha: str) -> FileEntry | None:
         after = self.store.stat(info.path)
         if after is None or (after.size, after.mtime_ns) != (info.size, info.mtime_ns):
             self.outcome.waiting += 1  # still being written: next run
