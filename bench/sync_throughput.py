@@ -64,10 +64,8 @@ GIB = 1 << 30
 MIB = 1 << 20
 RESULT_TAG = "BENCH_RESULT "
 
-# Silta's CSV defaults (connectors/formats.py), reproduced for path (c).
-SILTA_BLOCK_BYTES = 8 << 20
-SILTA_PROBE_BYTES = 1 << 20
-SILTA_NULL_VALUES = ["", "NA", "N/A", "NULL", "null"]
+# Path (c) reads and writes with Silta's own settings (imported in the child from
+# connectors.formats and connectors.lake), so (c) differs from Silta only by bookkeeping.
 DUCKDB_BATCH_ROWS = 1_000_000  # DuckDBPyRelation.to_arrow_reader's default
 
 PATHS: dict[str, str] = {
@@ -323,6 +321,14 @@ def child_main(path: str, csv: str, table: str) -> int:
     elif path in ("c", "c-py"):
         import pyarrow.csv as pacsv
 
+        sys.path.insert(0, str(ROOT))
+        from connectors.formats import DEFAULT_BLOCK_BYTES as SILTA_BLOCK_BYTES
+        from connectors.formats import PROBE_BYTES as SILTA_PROBE_BYTES
+        from connectors.formats import CsvFormat
+        from connectors.lake import WRITER
+
+        silta_null_values = list(CsvFormat().null_values)
+
         # c-py reads through a Python file object and re-exports the batches from a Python
         # generator, as Silta's read_batches/_Stream do: the plumbing without the bookkeeping.
         def options(types: dict[str, Any], block: int) -> dict[str, Any]:
@@ -330,7 +336,7 @@ def child_main(path: str, csv: str, table: str) -> int:
                 "read_options": pacsv.ReadOptions(block_size=block, use_threads=True),
                 "parse_options": pacsv.ParseOptions(newlines_in_values=False),
                 "convert_options": pacsv.ConvertOptions(
-                    column_types=types, null_values=SILTA_NULL_VALUES,
+                    column_types=types, null_values=silta_null_values,
                     strings_can_be_null=True, quoted_strings_can_be_null=False),
             }
 
@@ -344,7 +350,7 @@ def child_main(path: str, csv: str, table: str) -> int:
         if path == "c-py":
             reader = pa.RecordBatchReader.from_batches(reader.schema, (b for b in reader))
         t_read = time.perf_counter() - t0
-        write_deltalake(table, reader, mode="append")
+        write_deltalake(table, reader, mode="append", writer_properties=WRITER)
         if path == "c-py":
             source.close()
     else:
