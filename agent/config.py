@@ -327,6 +327,36 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], problems: list[tuple[tup
     return value
 
 
+def _read_secret_files(data: dict[str, Any], base: Path,
+                       problems: list[tuple[tuple[str | int, ...], str]]) -> dict[str, Any]:
+    """``[lake].storage_options``: ``NAME_file = "path"`` becomes ``NAME`` = the file's text.
+
+    The file must not be readable by group or others (it holds a secret).
+    """
+    lake = data.get("lake")
+    if not isinstance(lake, dict) or not isinstance(lake.get("storage_options"), dict):
+        return data
+    options: dict[str, Any] = lake["storage_options"]
+    resolved: dict[str, Any] = {}
+    for key, value in options.items():
+        if not (isinstance(key, str) and key.endswith("_file") and isinstance(value, str)):
+            resolved[key] = value
+            continue
+        loc: tuple[str | int, ...] = ("lake", "storage_options", key)
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                problems.append((loc, f"secret file {path} is readable by group or others; "
+                                      f"run `chmod 600 {path}`"))
+                continue
+            resolved[key.removesuffix("_file")] = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            problems.append((loc, f"cannot read secret file {path}: {e.strerror}"))
+    return {**data, "lake": {**lake, "storage_options": resolved}}
+
+
 def _all_field_names() -> set[str]:
     names: set[str] = set()
     for model in (AgentSection, LakeSection, FolderConnector, CsvSection, SyncConfig,
@@ -401,7 +431,8 @@ def iter_problems(text: str, data: dict[str, Any], path: Path
     """Every problem of an already-parsed config, formatted ``file:line: key: what``."""
     lines = key_lines(text)
     env_problems: list[tuple[tuple[str | int, ...], str]] = []
-    data = _expand_env(data, (), env_problems)
+    data = _read_secret_files(_expand_env(data, (), env_problems), path.absolute().parent,
+                              env_problems)
     found: list[tuple[int, str]] = []
 
     def add(loc: tuple[str | int, ...], what: str) -> None:
@@ -437,7 +468,9 @@ def load_config(path: Path | str) -> LoadedConfig:
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
     env_problems: list[tuple[tuple[str | int, ...], str]] = []
-    config = SiltaConfig.model_validate(_expand_env(data, (), env_problems))
+    data = _read_secret_files(_expand_env(data, (), env_problems), path.absolute().parent,
+                              env_problems)
+    config = SiltaConfig.model_validate(data)
     return LoadedConfig(config, path.absolute())
 
 

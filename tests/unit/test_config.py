@@ -181,3 +181,23 @@ def test_schema_documents_every_field():
                          "schedule", "watch", "settle_seconds", "on_success"}
     undocumented = [k for k, v in sync.items() if not v.get("description")]
     assert undocumented == [], undocumented
+
+
+def test_secret_files_are_read_and_must_be_private(tmp_path: Path):
+    secret = tmp_path / "account.key"
+    secret.write_text("k3y-from-file\n")
+    secret.chmod(0o600)
+    text = GOOD.replace('uri = "var/lake"',
+                        'uri = "var/lake"\nstorage_options = { account_key_file = "account.key",'
+                        ' account_name = "dev" }')
+    loaded = load_config(write(tmp_path, text))
+    assert loaded.config.lake.storage_options == {"account_key": "k3y-from-file",
+                                                  "account_name": "dev"}
+    secret.chmod(0o644)
+    found = problems(write(tmp_path, text))
+    assert len(found) == 1
+    assert "lake.storage_options.account_key_file: secret file" in found[0]
+    assert "chmod 600" in found[0] and "k3y" not in found[0]
+    secret.unlink()
+    found = problems(write(tmp_path, text))
+    assert "cannot read secret file" in found[0]
