@@ -44,12 +44,14 @@ from connectors.errors import (
     StoreError,
 )
 from connectors.formats import (
+    PROBE_BYTES,
     CsvFormat,
     Format,
     delta_schema,
     parse_type_name,
-    probe_schema,
+    probe,
     read_batches,
+    table_batches,
     unify,
     widen,
 )
@@ -66,6 +68,9 @@ LINEAGE = pa.schema([
 QUARANTINE_DIR = ".silta-quarantine"
 HASH_CHUNK = 4 << 20
 HASH_THREADS = 2
+#: small files are read whole when probed and kept for the write, up to this much per batch
+SMALL_FILE_BYTES = PROBE_BYTES
+SMALL_CACHE_BYTES = 64 << 20
 MAX_ATTEMPTS = 25
 
 
@@ -176,7 +181,13 @@ class _Stream:
         def opener() -> BinaryIO:
             return cast(BinaryIO, _Counting(run.store.open_read(entry.path), run.add_bytes))
 
-        for batch in read_batches(opener, run.fmt, run.csv, self.data_schema):
+        cached = run.small.get(entry.path)
+        if cached is not None:
+            run.add_bytes(entry.size)
+            source_batches = table_batches(cached, self.data_schema)
+        else:
+            source_batches = read_batches(opener, run.fmt, run.csv, self.data_schema)
+        for batch in source_batches:
             if run.conf.lineage_columns:
                 n = batch.num_rows
                 batch = pa.RecordBatch.from_arrays(
@@ -217,6 +228,7 @@ class _SyncRun:
         self.progress = SyncProgress(conf.name)
         self.on_progress = on_progress
         self.widened: dict[str, pa.DataType] = {}
+        self.small: dict[str, pa.Table] = {}  # files of the current batch read whole
         self._last_emit = 0.0
 
     # -- progress ---------------------------------------------------------------------
@@ -403,10 +415,16 @@ class _SyncRun:
         good: list[FileEntry] = []
         schemas: list[pa.Schema] = []
         table_schema = self.lake.schema(self.table)
+        self.small.clear()
+        budget = SMALL_CACHE_BYTES
         for entry in batch:
             try:
-                schema = probe_schema(partial(self.store.open_read, entry.path), self.fmt,
-                                      self.csv, fixed)
+                whole = entry.size <= min(SMALL_FILE_BYTES, budget)
+                schema, rows = probe(partial(self.store.open_read, entry.path), self.fmt,
+                                     self.csv, fixed, whole=whole)
+                if rows is not None:
+                    self.small[entry.path] = rows
+                    budget -= entry.size
                 if self.conf.mode == "merge":
                     missing = [k for k in self.conf.key if k not in schema.names]
                     if missing:
@@ -449,6 +467,12 @@ class _SyncRun:
 
     def commit(self, batch: list[FileEntry]) -> None:
         """Plan one batch in the ledger and commit it; bad files go aside, the rest land."""
+        try:
+            self._commit(batch)
+        finally:
+            self.small.clear()
+
+    def _commit(self, batch: list[FileEntry]) -> None:
         fixed = self._fixed_types()
         files, schema = self._probe(batch, fixed)
         if schema is None:

@@ -11,8 +11,10 @@ from connectors.formats import (
     conform,
     delta_type,
     parse_type_name,
+    probe,
     probe_schema,
     read_batches,
+    table_batches,
     unify,
     widen,
 )
@@ -101,3 +103,17 @@ def test_explicit_column_names_replace_the_header():
     assert schema.names == ["left", "right"]
     rows = pa.Table.from_batches(list(read_batches(opener(data), "csv", fmt, schema)))
     assert rows.to_pylist() == [{"left": 1, "right": 2}]
+
+
+def test_probe_whole_returns_the_rows_once_and_they_conform_like_a_stream():
+    data = b"id,amount\n1,2\n2,3.5\n"
+    fmt = CsvFormat()
+    schema, table = probe(opener(data), "csv", fmt, {}, whole=True)
+    assert schema == pa.schema([("id", pa.int64()), ("amount", pa.float64())])
+    assert table is not None and table.num_rows == 2
+    assert probe(opener(data), "csv", fmt, {})[1] is None  # only when asked
+    wider = pa.schema([("id", pa.float64()), ("amount", pa.float64()), ("extra", pa.string())])
+    cached = pa.Table.from_batches(list(table_batches(table, wider)))
+    streamed = pa.Table.from_batches(list(read_batches(opener(data), "csv", fmt, wider)))
+    assert cached.to_pylist() == streamed.to_pylist() == [
+        {"id": 1.0, "amount": 2.0, "extra": None}, {"id": 2.0, "amount": 3.5, "extra": None}]
