@@ -108,6 +108,7 @@ class Agent:
         self.started_at = now()
         self.outcomes: list[SyncOutcome] = []
         self._out_lock = threading.Lock()
+        self._dispatcher: Dispatcher | None = None
 
     # -- assembly ---------------------------------------------------------------------
     def _build(self) -> tuple[StateStore, SyncEngine]:
@@ -126,8 +127,6 @@ class Agent:
             self.outcomes.append(outcome)
         if outcome.next_check is not None and not self.stop.is_set() and self._dispatcher:
             self._dispatcher.request(outcome.sync, "settle", delay=outcome.next_check + 0.2)
-
-    _dispatcher: Dispatcher | None = None
 
     def _beat(self, state: StateStore, status: str) -> None:
         try:
