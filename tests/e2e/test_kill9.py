@@ -1,6 +1,6 @@
 """Exactly once under `kill -9`: an agent killed at any moment never loses or repeats a row.
 
-Sixty CSV files are released into the inbox three per round. Each round starts
+126 CSV files are released into the inbox three per round. Each round starts
 `silta agent run --once` and kills it with SIGKILL if it is still running: after a random
 (seeded) sleep of 0.05-1.5 s (22 rounds, the operator's view), a random moment after a batch
 was planned (14 rounds: inside a batch), or just after a commit reached the Delta log (6
@@ -28,11 +28,11 @@ from deltalake import DeltaTable
 from tests.conftest import duck_rows, write_config
 from tests.e2e._cli import SILTA, cli_env, delta_table, ledger, silta, write_csv
 
-FILES = 60
 PER_ROUND = 3
 RANDOM = 22  # rounds killed after a random sleep
 TARGETED = 14  # rounds killed just after a batch was planned
 AT_COMMIT = 6  # rounds killed just after a commit reached the Delta log
+FILES = PER_ROUND * (RANDOM + TARGETED + AT_COMMIT)  # every round has new work
 SEED = 20261127
 HEADER = "id,file,row,value,label"
 
@@ -143,6 +143,7 @@ def test_kill9_never_loses_or_repeats_a_row(tmp_path: Path, duck: Any) -> None:
           f"finished on their own; {recovered} batch(es) recovered from the Delta log, "
           f"{abandoned} abandoned and planned again; {time.monotonic() - started:.1f} s")
     assert killed["R"] >= 3, "too few random kills for this test to mean anything"
+    assert sum(killed.values()) >= 20, f"only {sum(killed.values())} runs were killed"
     assert abandoned >= 1, "no kill landed inside a batch before its commit"
     assert recovered >= 1, "no kill landed between a commit and the ledger's record of it"
 
