@@ -17,15 +17,21 @@ def table_rows(loaded: LoadedConfig, include_internal: bool = False) -> list[dic
     lake = open_lake(loaded)
     rows: list[dict[str, object]] = []
     for name in lake.list_tables(include_internal=include_internal):
-        table = lake.require(name)
-        last = table.history(limit=1)
-        summary = history_summary(last[0]) if last else {}
-        rows.append({
-            "table": name, "version": table.version(),
-            "rows": int(table.to_pyarrow_dataset().count_rows()),
-            "columns": len(table.schema().fields),
-            "last_commit": summary.get("timestamp"), "last_operation": summary.get("operation"),
-        })
+        try:
+            table = lake.require(name)
+            last = table.history(limit=1)
+            summary = history_summary(last[0]) if last else {}
+            rows.append({
+                "table": name, "version": table.version(),
+                "rows": int(table.to_pyarrow_dataset().count_rows()),
+                "columns": len(table.schema().fields),
+                "last_commit": summary.get("timestamp"),
+                "last_operation": summary.get("operation"), "error": None,
+            })
+        except Exception as e:  # one unreadable table must not hide the others
+            rows.append({"table": name, "version": None, "rows": None, "columns": None,
+                         "last_commit": None, "last_operation": None,
+                         "error": f"unreadable: {str(e).splitlines()[0] if str(e) else e!r}"})
     return rows
 
 
@@ -34,8 +40,10 @@ def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["table", "version", "rows", "columns", "last_commit",
-                           "last_operation"], title=f"tables in {loaded.lake_uri}",
+        columns = ["table", "version", "rows", "columns", "last_commit", "last_operation"]
+        if any(r["error"] for r in rows):
+            columns.append("error")
+        print_table(rows, columns, title=f"tables in {loaded.lake_uri}",
                     empty=f"no tables yet in {loaded.lake_uri}")
     return 0
 

@@ -6,6 +6,7 @@ import datetime as dt
 import getpass
 import hashlib
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,25 @@ def test_tables_list_json(lake: Lake) -> None:
     (row,) = r.json()
     last_commit = row.pop("last_commit")
     assert row == {"table": "raw/t", "version": 1, "rows": 7, "columns": 6,
-                   "last_operation": "WRITE"}
+                   "last_operation": "WRITE", "error": None}
     when = dt.datetime.fromisoformat(last_commit)
     assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 600
+
+
+def test_tables_list_shows_an_unreadable_table_beside_the_good_ones(lake: Lake) -> None:
+    broken = lake.root / "lake" / "raw" / "broken" / "_delta_log"
+    broken.mkdir(parents=True)
+    (broken / "00000000000000000000.json").write_text("{not json\n")
+    try:  # the lake is shared by this module's tests: take the broken table away again
+        r = lake.cli("tables", "list", "--json")
+    finally:
+        shutil.rmtree(broken.parent)
+    assert r.code == 0, r
+    rows = {t["table"]: t for t in r.json()}
+    assert set(rows) == {"raw/t", "raw/broken"}
+    assert rows["raw/t"]["rows"] == 7 and rows["raw/t"]["error"] is None
+    assert rows["raw/broken"]["rows"] is None
+    assert rows["raw/broken"]["error"].startswith("unreadable: ")
 
 
 def test_tables_history_json(lake: Lake) -> None:
