@@ -24,7 +24,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -278,8 +278,12 @@ class _SyncRun:
                     self.store.move(entry.path, f"{self.conf.move_to}/{entry.path}")
             self.state.mark_disposed(self.conf.name, entry)
 
-    def scan(self) -> list[FileEntry]:
-        """Settled files not yet in the lake, with their identity, oldest first."""
+    def scan(self) -> Generator[FileEntry, None, None]:
+        """Settled files not yet in the lake, with their identity, oldest first.
+
+        A generator: files are hashed in the background (hashlib releases the GIL) while
+        earlier batches are written, so 100,000 waiting files start landing at once.
+        """
         now_ns = time.time_ns()
         settle_ns = int(self.conf.settle_seconds * 1e9)
         fresh: list[FileInfo] = []
@@ -306,17 +310,21 @@ class _SyncRun:
                 continue
             fresh.append(info)
         fresh.sort(key=lambda f: (f.mtime_ns, f.path))
-        entries: list[FileEntry] = []
-        # hashlib releases the GIL: hash several files at once, decide in order.
-        with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256") as pool:
+        self.progress.files_total = len(fresh)
+        self.progress.bytes_total = sum(f.size for f in fresh)
+        self.emit(force=True)
+        pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256")
+        try:
             hashes = pool.map(self._sha256_or_none, fresh)
             for info, sha in zip(fresh, hashes, strict=True):
                 if self.cancel.is_set():
                     break
                 entry = self._identify(info, sha) if sha is not None else None
                 if entry is not None:
-                    entries.append(entry)
-        return entries
+                    yield entry
+        finally:
+            # A failed or stopped run must not wait for every queued file to be hashed.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _sha256_or_none(self, info: FileInfo) -> str | None:
         if self.cancel.is_set():
@@ -356,23 +364,20 @@ class _SyncRun:
                 h.update(chunk)
         return h.hexdigest()
 
-    def plan(self, entries: list[FileEntry]) -> list[list[FileEntry]]:
+    def plan(self, entries: Iterable[FileEntry]) -> Iterator[list[FileEntry]]:
         """Group files into batches: a snapshot file or a big file alone, small ones together."""
-        if self.conf.mode == "snapshot":
-            return [[e] for e in entries]
-        batches: list[list[FileEntry]] = []
         current: list[FileEntry] = []
         size = 0
         for e in entries:
-            if current and (size + e.size > self.conf.batch_max_bytes
+            if current and (self.conf.mode == "snapshot"
+                            or size + e.size > self.conf.batch_max_bytes
                             or len(current) >= self.conf.batch_max_files):
-                batches.append(current)
+                yield current
                 current, size = [], 0
             current.append(e)
             size += e.size
         if current:
-            batches.append(current)
-        return batches
+            yield current
 
     def quarantine(self, entry: FileEntry, reason: str) -> None:
         """Move a bad file aside with a reason file, record it, and go on with the rest."""
@@ -587,6 +592,7 @@ class _SyncRun:
         self.outcome.bytes += sum(f.size for f in files)
         self.outcome.table_version = result.version
         self.progress.batches += 1
+        self.emit(force=True)
         log.info("sync=%s batch=%d committed: files=%d rows=%s table=%s version=%d%s",
                  self.conf.name, seq, len(files), rows, self.table, result.version,
                  " (already committed earlier)" if result.already else "")
@@ -636,15 +642,14 @@ class SyncEngine:
             run.recover()
             run.dispose_committed()
             entries = run.scan()
-            batches = run.plan(entries)
-            run.progress.files_total = len(entries)
-            run.progress.bytes_total = sum(e.size for e in entries)
-            run.emit(force=True)
-            for batch in batches:
-                if cancel.is_set():
-                    log.info("sync=%s stopping between batches (shutdown)", conf.name)
-                    break
-                run.commit(batch)
+            try:
+                for batch in run.plan(entries):
+                    if cancel.is_set():
+                        log.info("sync=%s stopping between batches (shutdown)", conf.name)
+                        break
+                    run.commit(batch)
+            finally:
+                entries.close()  # stops the background hashing at once
             if out.quarantined:
                 out.status = "partial"
         except SiltaError as e:

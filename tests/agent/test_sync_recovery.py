@@ -183,3 +183,27 @@ def test_new_state_store_still_lands_new_files(make_engine: Any, tmp_path: Path,
     assert DeltaTable(str(table)).version() == 1
     assert rows_both(duck, table, ["id", "_silta_source"]) == [
         (1, "inbox:a.csv"), (2, "inbox:b.csv")]
+
+
+def test_a_stop_between_batches_leaves_the_rest_for_the_next_run(make_engine: Any,
+                                                                  tmp_path: Path,
+                                                                  duck: Any) -> None:
+    import threading
+
+    engine, _ = make_engine([{"name": "s", "batch_max_files": 2}])
+    inbox, table = tmp_path / "inbox", tmp_path / "lake" / "raw" / "t"
+    for i in range(10):
+        put(inbox, f"f{i}.csv", f"id\n{i}\n", age=100 - i)
+    cancel = threading.Event()
+
+    def stop_after_first_batch(progress: Any) -> None:
+        if progress.batches >= 1:
+            cancel.set()  # as SIGTERM does: the batch in flight finishes, no new one starts
+
+    out = engine.run("s", cancel=cancel, on_progress=stop_after_first_batch)
+    assert (out.status, out.batches, out.files) == ("ok", 1, 2)
+    assert rows_both(duck, table, ["id"]) == [(0,), (1,)]
+    assert len(file_states(engine)) == 2  # nothing planned beyond the batch that landed
+    rest = engine.run("s")
+    assert (rest.batches, rest.files) == (4, 8)
+    assert rows_both(duck, table, ["id"]) == [(i,) for i in range(10)]
