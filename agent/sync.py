@@ -18,6 +18,7 @@ A crash between any two steps repeats at most the step, never the commit.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -28,7 +29,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import BinaryIO, Literal, cast
+from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
@@ -124,28 +125,6 @@ class SyncOutcome:
         }
 
 
-class _Counting:
-    """A read-only stream wrapper that reports bytes read (progress, not identity)."""
-
-    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None]) -> None:
-        self._raw = raw
-        self._on_read = on_read
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self._on_read(len(data))
-        return data
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._raw, name)
-
-    def __enter__(self) -> _Counting:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._raw.close()
-
-
 class _Stream:
     """The batch's files as one record-batch stream; remembers which file failed."""
 
@@ -164,13 +143,16 @@ class _Stream:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         run = self.run
+        done = run.progress.bytes_done
         for entry in self.files:
             try:
                 yield from self._file_batches(entry)
             except SiltaError as e:
                 self.failed_file, self.failure = entry, e
                 raise
+            done += entry.size
             run.progress.files_done += 1
+            run.progress.bytes_done = done
             run.emit()
 
     def _file_batches(self, entry: FileEntry) -> Iterator[pa.RecordBatch]:
@@ -178,16 +160,21 @@ class _Stream:
         run.progress.current = entry.path
         source = f"{run.conf.connector}:{entry.path}"
 
-        def opener() -> BinaryIO:
-            return cast(BinaryIO, _Counting(run.store.open_read(entry.path), run.add_bytes))
+        opened: list[BinaryIO] = []
 
+        def opener() -> BinaryIO:
+            opened.append(run.store.open_read(entry.path))
+            return opened[-1]
+
+        base = run.progress.bytes_done
         cached = run.small.get(entry.path)
         if cached is not None:
-            run.add_bytes(entry.size)
             source_batches = table_batches(cached, self.data_schema)
         else:
             source_batches = read_batches(opener, run.fmt, run.csv, self.data_schema)
         for batch in source_batches:
+            with contextlib.suppress(OSError, ValueError):  # progress only
+                run.progress.bytes_done = base + (opened[-1].tell() if opened else entry.size)
             if run.conf.lineage_columns:
                 n = batch.num_rows
                 batch = pa.RecordBatch.from_arrays(
@@ -232,10 +219,6 @@ class _SyncRun:
         self._last_emit = 0.0
 
     # -- progress ---------------------------------------------------------------------
-    def add_bytes(self, n: int) -> None:
-        self.progress.bytes_done += n
-        self.emit()
-
     def emit(self, force: bool = False) -> None:
         if self.on_progress is None:
             return
