@@ -628,11 +628,13 @@ class SyncEngine:
             try:
                 for batch in run.plan(entries):
                     if cancel.is_set():
-                        log.info("sync=%s stopping between batches (shutdown)", conf.name)
                         break
                     run.commit(batch)
             finally:
                 entries.close()  # stops the background hashing at once
+            if cancel.is_set():
+                # The scan stops too, so the loop may simply run out: say why either way.
+                log.info("sync=%s stopping between batches (shutdown)", conf.name)
             if out.quarantined:
                 out.status = "partial"
         except SiltaError as e:
