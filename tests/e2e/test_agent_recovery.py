@@ -17,7 +17,7 @@ from tests.e2e._cli import background, delta_table, ledger, silta, wait_for, wri
 
 pytestmark = pytest.mark.timeout(180)
 
-FILES = 45
+FILES = 150  # 50 batches: more than the agent can finish while a loaded test looks away
 HEADER = "id,file,row"
 
 
