@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -426,14 +425,18 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str
     return out
 
 
-def iter_problems(text: str, data: dict[str, Any], path: Path
-                  ) -> Iterator[str]:
-    """Every problem of an already-parsed config, formatted ``file:line: key: what``."""
+def _validate(text: str, data: dict[str, Any], path: Path
+              ) -> tuple[SiltaConfig | None, list[str]]:
+    """Expand, check and validate a parsed config once.
+
+    Returns the config, or None and every problem formatted ``file:line: key: what``.
+    """
     lines = key_lines(text)
     env_problems: list[tuple[tuple[str | int, ...], str]] = []
     data = _read_secret_files(_expand_env(data, (), env_problems), path.absolute().parent,
                               env_problems)
     found: list[tuple[int, str]] = []
+    config: SiltaConfig | None = None
 
     def add(loc: tuple[str | int, ...], what: str) -> None:
         line = line_for(lines, loc)
@@ -443,11 +446,12 @@ def iter_problems(text: str, data: dict[str, Any], path: Path
     for loc, what in env_problems + _cross_checks(data):
         add(loc, what)
     try:
-        SiltaConfig.model_validate(data)
+        config = SiltaConfig.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             add(_clean_loc(tuple(err["loc"])), _explain(dict(err)))
-    yield from (msg for _, msg in sorted(found, key=lambda x: x[0]))
+    problems = [msg for _, msg in sorted(found, key=lambda x: x[0])]
+    return (None if problems else config), problems
 
 
 def load_config(path: Path | str) -> LoadedConfig:
@@ -464,13 +468,9 @@ def load_config(path: Path | str) -> LoadedConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    problems = list(iter_problems(text, data, path))
-    if problems:
+    config, problems = _validate(text, data, path)
+    if config is None:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
-    env_problems: list[tuple[tuple[str | int, ...], str]] = []
-    data = _read_secret_files(_expand_env(data, (), env_problems), path.absolute().parent,
-                              env_problems)
-    config = SiltaConfig.model_validate(data)
     return LoadedConfig(config, path.absolute())
 
 

@@ -386,10 +386,9 @@ class _SyncRun:
             log.warning("sync=%s file=%s could not be moved to quarantine: %s",
                         self.conf.name, safe_display(entry.path), e)
 
-    def _fixed_types(self) -> dict[str, pa.DataType]:
+    def _fixed_types(self, schema: pa.Schema | None) -> dict[str, pa.DataType]:
         """Types that are not inferred: the table's columns, then config, then widenings."""
         fixed: dict[str, pa.DataType] = {}
-        schema = self.lake.schema(self.table)
         if schema is not None:
             fixed.update({f.name: f.type for f in schema if not f.name.startswith("_silta_")})
         if self.csv is not None:
@@ -397,12 +396,12 @@ class _SyncRun:
         fixed.update(self.widened)
         return fixed
 
-    def _probe(self, batch: list[FileEntry], fixed: dict[str, pa.DataType]
+    def _probe(self, batch: list[FileEntry], fixed: dict[str, pa.DataType],
+               table_schema: pa.Schema | None
                ) -> tuple[list[FileEntry], pa.Schema | None]:
         """Each file's schema; files that cannot be read or break the policy go aside."""
         good: list[FileEntry] = []
         schemas: list[pa.Schema] = []
-        table_schema = self.lake.schema(self.table)
         self.small.clear()
         budget = SMALL_CACHE_BYTES
         for entry in batch:
@@ -461,8 +460,9 @@ class _SyncRun:
             self.small.clear()
 
     def _commit(self, batch: list[FileEntry]) -> None:
-        fixed = self._fixed_types()
-        files, schema = self._probe(batch, fixed)
+        table_schema = self.lake.schema(self.table)
+        fixed = self._fixed_types(table_schema)
+        files, schema = self._probe(batch, fixed, table_schema)
         if schema is None:
             return
         done = self.lake.committed_seq(self.table, self.app_id)

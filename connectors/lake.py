@@ -154,6 +154,8 @@ class DeltaLake:
                             writer_properties=WRITER, commit_properties=props)
         except Exception as e:
             return self._after_error(e, name, app_id, seq)
+        if table is not None:  # the write moved this object to the version it committed
+            return CommitResult(table.version(), already=False)
         return self._landed(name, app_id, seq)
 
     def merge_batch(self, name: str, data: pa.Table, *, keys: list[str], app_id: str,
@@ -181,8 +183,8 @@ class DeltaLake:
              .execute())
         except Exception as e:
             return self._after_error(e, name, app_id, seq)
-        landed = self._landed(name, app_id, seq)
-        return CommitResult(landed.version, already=False, rows=data.num_rows)
+        # The merge moved ``table`` to the version it committed: no history lookup needed.
+        return CommitResult(table.version(), already=False, rows=data.num_rows)
 
     def _props(self, app_id: str, seq: int, metadata: Mapping[str, str]) -> CommitProperties:
         meta = {"silta.app_id": app_id, "silta.seq": str(seq), **metadata}
