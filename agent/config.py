@@ -17,7 +17,14 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from agent.tomlmap import key_lines, line_for
 from connectors.errors import ConfigError, UnsafeNameError
@@ -84,7 +91,75 @@ class FolderConnector(_Model):
     """Free text for operators."""
 
 
-ConnectorConfig = FolderConnector
+class SftpConnector(_Model):
+    """An SFTP server (OpenSSH or any SFTP v3 server). Host keys are checked, never added."""
+
+    type: Literal["sftp"]
+    """Connector type."""
+    host: str = Field(min_length=1)
+    """Host name or address of the server."""
+    port: int = Field(22, ge=1, le=65535)
+    """TCP port."""
+    username: str = Field(min_length=1)
+    """User to log in as."""
+    key_file: Path | None = None
+    """Private key file (OpenSSH format); relative paths resolve against the config file."""
+    password: SecretStr | None = None
+    """Password (or the key file's passphrase); use `${ENV}` or `password_file`."""
+    password_file: Path | None = None
+    """File holding the password; must not be readable by group or others."""
+    known_hosts: Path
+    """known_hosts file with the server's key; an unknown or changed key is refused."""
+    root: str = "."
+    """Folder on the server that paths are relative to (absolute, or relative to login)."""
+    timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    """Connect and read timeout."""
+    retries: int = Field(3, ge=0, le=20)
+    """Attempts after a transient failure (dropped connection, timeout), with backoff."""
+    description: str = ""
+    """Free text for operators."""
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if any(c in v for c in "\x00\n\r") or ".." in v.split("/"):
+            raise ValueError("root must be a plain folder path without '..' or control "
+                             "characters")
+        return v
+
+
+class SqlConnector(_Model):
+    """A SQL database: SQLite (embedded) or PostgreSQL."""
+
+    type: Literal["sql"]
+    """Connector type."""
+    url: str
+    """`sqlite:///path/to.db` (relative to the config file) or
+    `postgresql://user@host:port/database`; the password goes in `password`."""
+    password: SecretStr | None = None
+    """Database password; use `${ENV}` or `password_file`."""
+    password_file: Path | None = None
+    """File holding the password; must not be readable by group or others."""
+    connect_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    """How long to wait for a connection."""
+    description: str = ""
+    """Free text for operators."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme.split("+")[0] not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        userinfo = rest.split("@", 1)[0] if "@" in rest.split("/", 1)[0] else ""
+        if ":" in userinfo:
+            raise ValueError("do not put the password in the URL (it would show in logs); "
+                             "use `password = \"${ENV}\"` or `password_file`")
+        return v
+
+
+ConnectorConfig = Annotated[FolderConnector | SftpConnector | SqlConnector,
+                            Field(discriminator="type")]
 
 
 class CsvSection(_Model):
@@ -145,24 +220,42 @@ class CsvSection(_Model):
 
 
 class SyncConfig(_Model):
-    """One sync: a source in an on-prem store into one Delta table."""
+    """One sync: an on-prem source into a Delta table, or a Delta table out to on-prem."""
 
     name: Annotated[str, Field(pattern=_NAME)]
     """Unique name: letters, digits, `_`, `.`, `-`."""
     description: str = ""
     """Free text for operators."""
     source: str
-    """`connector:glob`, e.g. `dropzone:responses/*.csv` (`**` for subfolders)."""
+    """Where rows come from: `connector:glob` (files, `**` for subfolders),
+    `connector:schema.table` (SQL; or just `connector` with `query`), or `lake:TABLE` to
+    publish a Delta table on-prem."""
     target: str
-    """`lake:TABLE`, a Delta table under [lake].uri, e.g. `lake:raw/survey_responses`."""
+    """Where rows go: `lake:TABLE`, or for a publish `connector:folder/name_{version}.csv`
+    (files; `{version}`, `{from_version}`, `{to_version}`, `{date}` are filled in) or
+    `connector:schema.table` (SQL)."""
+    query: str | None = None
+    """A SELECT to read instead of a table (SQL sources; `source` names the connector)."""
+    watermark: str | None = None
+    """SQL sources: a column that grows with every change (e.g. `updated_at`); each run
+    reads only rows at or above the last one committed."""
+    overlap: float = Field(0.0, ge=0)
+    """SQL sources: read this far below the watermark again (seconds for time columns,
+    units for numbers) so rows committed late are not lost; rows already in the table
+    (same key and watermark) are not written twice."""
+    batch_rows: int = Field(100_000, ge=1, le=10_000_000)
+    """SQL sources: rows per Delta commit (cut where the watermark changes)."""
+    columns: list[str] | None = None
+    """Publish: the columns to write (default: all but Silta's `_silta_*` lineage columns)."""
     format: Literal["csv", "parquet", "jsonl"] = "csv"
-    """File format of the source files."""
+    """Format of the files on the on-prem side (read, or written by a publish; a publish
+    to `*.parquet` / `*.jsonl` infers it)."""
     csv: CsvSection = Field(default_factory=CsvSection)
     """CSV dialect (with format = "csv")."""
     mode: Literal["append", "merge", "snapshot"] = "append"
-    """append: add rows; merge: upsert on `key`; snapshot: each file replaces the table."""
+    """append: add rows; merge: upsert on `key`; snapshot: each unit replaces the target."""
     key: list[str] = Field(default_factory=list)
-    """Key columns for `merge`."""
+    """Key columns for `merge`, and for de-duplicating a SQL source's overlap."""
     schema_policy: Literal["merge", "strict"] = Field("merge", alias="schema")
     """merge: new columns are added; strict: a changed schema is an error."""
     schedule: str | None = None
@@ -187,26 +280,32 @@ class SyncConfig(_Model):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        connector, sep, pattern = v.partition(":")
-        if not sep or not connector or not pattern:
-            raise ValueError("must be `connector:glob`, e.g. `dropzone:responses/*.csv`")
-        try:
-            check_relative_path(pattern, what="glob")
-        except UnsafeNameError as e:
-            raise ValueError(str(e)) from None
+        store, sep, rest = v.partition(":")
+        if not store:
+            raise ValueError("must be `connector:glob`, `connector:schema.table`, "
+                             "`connector` (with query) or `lake:TABLE`")
+        if sep and not rest:
+            raise ValueError(f"nothing after {store + ':'!r}; name a glob, a table or use "
+                             "`query`")
+        if rest:
+            try:
+                check_relative_path(rest, what="table name" if store == "lake" else "glob")
+            except UnsafeNameError as e:
+                raise ValueError(str(e)) from None
         return v
 
     @field_validator("target")
     @classmethod
     def _target(cls, v: str) -> str:
-        kind, _, table = v.partition(":")
-        if kind != "lake" or not table:
-            raise ValueError("must be `lake:TABLE`, e.g. `lake:raw/survey_responses`")
+        store, _, rest = v.partition(":")
+        if not store or not rest:
+            raise ValueError("must be `lake:TABLE` or, to publish, `connector:path` or "
+                             "`connector:schema.table`")
         try:
-            check_relative_path(table, what="table name")
+            check_relative_path(rest, what="table name" if store == "lake" else "path")
         except UnsafeNameError as e:
             raise ValueError(str(e)) from None
-        if table.split("/")[0].startswith("_silta"):
+        if store == "lake" and rest.split("/")[0].startswith("_silta"):
             raise ValueError("tables under `_silta/` belong to Silta itself; choose another")
         return v
 
@@ -224,12 +323,19 @@ class SyncConfig(_Model):
                              "`*/5 * * * *`") from None
         return v
 
-    @field_validator("key")
+    @field_validator("key", "columns")
     @classmethod
-    def _key(cls, v: list[str]) -> list[str]:
-        for k in v:
+    def _columns(cls, v: list[str] | None) -> list[str] | None:
+        for k in v or []:
             if not _IDENT.match(k):
-                raise ValueError(f"key column {k!r} is not a plain column name")
+                raise ValueError(f"column {k!r} is not a plain column name")
+        return v
+
+    @field_validator("watermark")
+    @classmethod
+    def _watermark(cls, v: str | None) -> str | None:
+        if v is not None and not _IDENT.match(v):
+            raise ValueError(f"column {v!r} is not a plain column name")
         return v
 
     @field_validator("move_to")
@@ -242,16 +348,35 @@ class SyncConfig(_Model):
         return v
 
     @property
+    def publishes(self) -> bool:
+        """True for lake -> on-prem."""
+        return self.source.partition(":")[0] == "lake"
+
+    @property
     def connector(self) -> str:
-        return self.source.partition(":")[0]
+        """The on-prem connector (source of an ingest, target of a publish)."""
+        return (self.target if self.publishes else self.source).partition(":")[0]
 
     @property
     def pattern(self) -> str:
-        return self.source.partition(":")[2]
+        """The on-prem side: a glob, a path template or a SQL table ('' with `query`)."""
+        return (self.target if self.publishes else self.source).partition(":")[2]
 
     @property
     def table(self) -> str:
-        return self.target.partition(":")[2]
+        """The Delta table (target of an ingest, source of a publish)."""
+        return (self.source if self.publishes else self.target).partition(":")[2]
+
+    @property
+    def file_format(self) -> Literal["csv", "parquet", "jsonl"]:
+        """The on-prem file format; a publish infers it from the name unless set."""
+        if "format" not in self.model_fields_set and self.publishes:
+            name = self.pattern.lower()
+            if name.endswith(".parquet"):
+                return "parquet"
+            if name.endswith((".jsonl", ".ndjson")):
+                return "jsonl"
+        return self.format
 
 
 class SiltaConfig(_Model):
@@ -326,40 +451,61 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], problems: list[tuple[tup
     return value
 
 
+def _read_secret(value: str, base: Path, loc: tuple[str | int, ...],
+                 problems: list[tuple[tuple[str | int, ...], str]]) -> str | None:
+    """The text of a secret file, refused when group or others may read it."""
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        if path.stat().st_mode & 0o077:
+            problems.append((loc, f"secret file {path} is readable by group or others; "
+                                  f"run `chmod 600 {path}`"))
+            return None
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        problems.append((loc, f"cannot read secret file {path}: {e.strerror}"))
+        return None
+
+
 def _read_secret_files(data: dict[str, Any], base: Path,
                        problems: list[tuple[tuple[str | int, ...], str]]) -> dict[str, Any]:
-    """``[lake].storage_options``: ``NAME_file = "path"`` becomes ``NAME`` = the file's text.
+    """Secrets referenced by file, read once at load.
 
-    The file must not be readable by group or others (it holds a secret).
+    ``[lake].storage_options``: ``NAME_file = "path"`` becomes ``NAME`` = the file's text;
+    ``[connectors.X].password_file`` fills ``password``.
     """
     lake = data.get("lake")
-    if not isinstance(lake, dict) or not isinstance(lake.get("storage_options"), dict):
-        return data
-    options: dict[str, Any] = lake["storage_options"]
-    resolved: dict[str, Any] = {}
-    for key, value in options.items():
-        if not (isinstance(key, str) and key.endswith("_file") and isinstance(value, str)):
-            resolved[key] = value
-            continue
-        loc: tuple[str | int, ...] = ("lake", "storage_options", key)
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else base / path
-        try:
-            mode = path.stat().st_mode
-            if mode & 0o077:
-                problems.append((loc, f"secret file {path} is readable by group or others; "
-                                      f"run `chmod 600 {path}`"))
+    if isinstance(lake, dict) and isinstance(lake.get("storage_options"), dict):
+        resolved: dict[str, Any] = {}
+        for key, value in lake["storage_options"].items():
+            if not (isinstance(key, str) and key.endswith("_file") and isinstance(value, str)):
+                resolved[key] = value
                 continue
-            resolved[key.removesuffix("_file")] = path.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            problems.append((loc, f"cannot read secret file {path}: {e.strerror}"))
-    return {**data, "lake": {**lake, "storage_options": resolved}}
+            text = _read_secret(value, base, ("lake", "storage_options", key), problems)
+            if text is not None:
+                resolved[key.removesuffix("_file")] = text
+        data = {**data, "lake": {**lake, "storage_options": resolved}}
+    connectors = data.get("connectors")
+    if isinstance(connectors, dict):
+        out: dict[str, Any] = {}
+        for name, conn in connectors.items():
+            if isinstance(conn, dict) and isinstance(conn.get("password_file"), str):
+                loc: tuple[str | int, ...] = ("connectors", name, "password_file")
+                if conn.get("password") is not None:
+                    problems.append((loc, "give either `password` or `password_file`, not "
+                                          "both"))
+                text = _read_secret(conn["password_file"], base, loc, problems)
+                if text is not None:
+                    conn = {**conn, "password": text}
+            out[name] = conn
+        data = {**data, "connectors": out}
+    return data
 
 
 def _all_field_names() -> set[str]:
     names: set[str] = set()
-    for model in (AgentSection, LakeSection, FolderConnector, CsvSection, SyncConfig,
-                  SiltaConfig):
+    for model in (AgentSection, LakeSection, FolderConnector, SftpConnector, SqlConnector,
+                  CsvSection, SyncConfig, SiltaConfig):
         for fname, info in model.model_fields.items():
             names.add(info.alias or fname)
     return names
@@ -397,10 +543,81 @@ def _explain(err: dict[str, Any]) -> str:
     return msg
 
 
+_SQL_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PLACEHOLDERS = re.compile(r"\{([^{}]*)\}")
+_TEMPLATE_FIELDS = {"version", "from_version", "to_version", "date"}
+
+
+def _sync_problems(sync: dict[str, Any], ctypes: dict[str, str]
+                   ) -> list[tuple[str, str]]:
+    """(key, what) for one sync, checked against the types of its connectors."""
+    out: list[tuple[str, str]] = []
+    source, target = sync.get("source"), sync.get("target")
+    if not isinstance(source, str) or not isinstance(target, str):
+        return out
+    src_store, _, src_rest = source.partition(":")
+    dst_store, _, dst_rest = target.partition(":")
+    known = ", ".join(sorted(ctypes)) or "none defined"
+    for key, store in (("source", src_store), ("target", dst_store)):
+        if store and store != "lake" and store not in ctypes:
+            out.append((key, f"connector {store!r} is not defined under [connectors] "
+                             f"(defined: {known})"))
+    if (src_store == "lake") == (dst_store == "lake"):
+        out.append(("target", "one side of a sync must be the lake: `target = \"lake:TABLE\"` "
+                              "to bring data in, or `source = \"lake:TABLE\"` to publish it"))
+        return out
+    mode = sync.get("mode", "append")
+    if mode == "merge" and not sync.get("key"):
+        out.append(("key", 'mode = "merge" needs `key = ["column", ...]`'))
+    publishes = src_store == "lake"
+    onprem, rest = (dst_store, dst_rest) if publishes else (src_store, src_rest)
+    kind = ctypes.get(onprem)
+    sql_only = [k for k in ("query", "watermark") if sync.get(k) is not None]
+    if kind is None:
+        return out
+    if kind == "sql":
+        if rest:
+            if not all(_SQL_PART.match(p) for p in rest.split(".")) or rest.count(".") > 1:
+                out.append(("target" if publishes else "source",
+                            f"{rest!r} is not a SQL table name: use `table` or "
+                            "`schema.table` with letters, digits and `_`"))
+        elif publishes:
+            out.append(("target", "name the SQL table: `connector:schema.table`"))
+        if sync.get("query") is not None and rest:
+            out.append(("query", "give either a table in `source` or a `query`, not both"))
+        if not publishes and not rest and sync.get("query") is None:
+            out.append(("source", "name a table (`connector:schema.table`) or set `query`"))
+        if publishes and sql_only:
+            out.append((sql_only[0], "only for SQL sources; a publish reads the lake by "
+                                     "Delta version"))
+        if not publishes and mode == "append" and sync.get("watermark") is None:
+            out.append(("watermark", 'mode = "append" from SQL needs `watermark = "column"` '
+                                     "(or every run would add every row again); or use "
+                                     'mode = "merge" / "snapshot"'))
+    else:
+        for key in sql_only:
+            out.append((key, f"only for SQL connectors; {onprem!r} is a {kind} connector"))
+        if publishes:
+            fields = set(_PLACEHOLDERS.findall(rest))
+            unknown = sorted(fields - _TEMPLATE_FIELDS)
+            if unknown:
+                out.append(("target", f"unknown placeholder(s) {unknown}; use "
+                                      "{version}, {from_version}, {to_version} or {date}"))
+            if mode == "merge":
+                out.append(("mode", 'a publish to files is "append" (one file per Delta '
+                                    'version range) or "snapshot" (the whole table)'))
+            elif mode == "append" and not fields & {"version", "to_version"}:
+                out.append(("target", "put {version} in the file name, or each publish "
+                                      "would replace the previous file"))
+    return out
+
+
 def _cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks that span keys; run on the raw data so they show beside field errors."""
     out: list[tuple[tuple[str | int, ...], str]] = []
-    connectors = data.get("connectors") if isinstance(data.get("connectors"), dict) else {}
+    raw_connectors = data.get("connectors")
+    ctypes = {name: str(c.get("type")) for name, c in raw_connectors.items()
+              if isinstance(c, dict)} if isinstance(raw_connectors, dict) else {}
     raw_syncs = data.get("syncs")
     syncs: list[Any] = raw_syncs if isinstance(raw_syncs, list) else []
     seen: dict[str, int] = {}
@@ -413,15 +630,7 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str
                 out.append(((("syncs", i, "name")), f"sync name {name!r} is already used by "
                             f"syncs[{seen[name]}]; names must be unique"))
             seen.setdefault(name, i)
-        source = sync.get("source")
-        if isinstance(source, str) and ":" in source:
-            conn = source.partition(":")[0]
-            if conn and conn not in (connectors or {}):
-                known = ", ".join(sorted(connectors or {})) or "none defined"
-                out.append((("syncs", i, "source"), f"connector {conn!r} is not defined under "
-                            f"[connectors] (defined: {known})"))
-        if sync.get("mode") == "merge" and not sync.get("key"):
-            out.append((("syncs", i, "key"), 'mode = "merge" needs `key = ["column", ...]`'))
+        out += [(("syncs", i, key), what) for key, what in _sync_problems(sync, ctypes)]
     return out
 
 

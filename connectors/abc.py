@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, Literal
+
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,15 @@ class FileStore(abc.ABC):
         """A binary stream of the file. Raises: StoreError, NotFoundError."""
 
     @abc.abstractmethod
-    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> FileInfo:
+    def write_atomic(self, path: str, chunks: Iterable[bytes], *, tmp_name: str | None = None,
+                     on_staged: Callable[[FileInfo], None] | None = None) -> FileInfo:
         """Write under a temporary name, make it durable, then rename onto ``path``.
 
-        Readers never see a half-written file under its final name. Raises: StoreError.
+        Readers never see a half-written file under its final name. ``tmp_name`` (a
+        relative path in the same folder) replaces the store's own random temporary name,
+        so a caller that recorded it can finish or undo the write after a crash;
+        ``on_staged`` is called with the temporary file's info once it is complete and
+        durable, just before the rename. Raises: StoreError.
         """
 
     @abc.abstractmethod
@@ -76,6 +83,81 @@ class FileStore(abc.ABC):
     def local_root(self) -> Path | None:
         """The local folder behind the store when it can be watched, else None."""
         return None
+
+    def check(self) -> str:
+        """Connect and describe what is there (``silta connectors test``). Raises: StoreError."""
+        count = sum(1 for _ in zip(range(1000), self.list("*"), strict=False))
+        return f"{count if count < 1000 else '1000+'} file(s) at the top level"
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a safe default
+        """Release connections; the default has nothing to release."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :meth:`TableStore.write` did; ``already``: the idempotency record was there."""
+
+    rows: int
+    already: bool
+
+
+class TableStore(abc.ABC):
+    """A store of tables: SQLite, PostgreSQL.
+
+    Table and column names come from config and are untrusted: each is checked against
+    the database's catalogue and quoted; values always travel as bound parameters.
+    Tables are named ``schema.table`` or ``table`` (the default schema).
+    """
+
+    type_name: ClassVar[str]
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+
+    @abc.abstractmethod
+    def list_tables(self) -> list[str]:
+        """Tables and views, sorted (``schema.table`` outside the default schema).
+
+        Raises: StoreError.
+        """
+
+    @abc.abstractmethod
+    def table_schema(self, table: str) -> pa.Schema:
+        """The table's columns as Arrow types, from the catalogue.
+
+        Raises: NotFoundError, StoreError.
+        """
+
+    @abc.abstractmethod
+    def read(self, *, table: str | None = None, query: str | None = None,
+             watermark: str | None = None, since: Any = None, batch_rows: int = 65_536,
+             cancel: threading.Event | None = None) -> pa.RecordBatchReader:
+        """Rows of ``table`` or of the SELECT ``query``, streamed in batches of ``batch_rows``.
+
+        With ``watermark``: only rows whose watermark column is ``>= since`` (every row when
+        ``since`` is None), ordered by it. Memory is bounded by ``batch_rows``, not the
+        table. Raises: NotFoundError (table or column), UnsafeNameError, StoreError
+        (retriable when the connection was lost).
+        """
+
+    @abc.abstractmethod
+    def write(self, table: str, data: pa.RecordBatchReader, *,
+              mode: Literal["append", "merge", "snapshot"], key: Sequence[str] = (),
+              idempotency: tuple[str, int] | None = None) -> WriteResult:
+        """Write every batch of ``data`` in one transaction.
+
+        append: insert; merge: upsert on ``key``; snapshot: replace the table's rows. A
+        missing table (and schema) is created with types mapped from the Arrow schema and
+        ``key`` as its primary key. ``idempotency = (name, version)`` is recorded in the same
+        transaction; when it is already recorded nothing is written (``already=True``).
+        Raises: SchemaMismatchError, StoreError.
+        """
+
+    @abc.abstractmethod
+    def applied_version(self, name: str) -> int | None:
+        """The highest version recorded for ``name`` by :meth:`write`, or None."""
+
+    def check(self) -> str:
+        """Connect and describe what is there (``silta connectors test``). Raises: StoreError."""
+        return f"{len(self.list_tables())} table(s)"
 
     def close(self) -> None:  # noqa: B027 - optional hook with a safe default
         """Release connections; the default has nothing to release."""

@@ -95,6 +95,19 @@ class StoreError(SiltaError):
     title = "Store error"
 
 
+class CommitConflictError(StoreError):
+    """Another writer committed to the same Delta table first; the batch is tried again."""
+
+    title = "Commit conflict"
+    retriable = True
+
+
+class AuthError(StoreError):
+    """A server refused the credentials or its host key did not match known_hosts."""
+
+    title = "Authentication refused"
+
+
 class StateStoreError(SiltaError):
     """The agent's state store is unusable (corrupt, newer schema, disk full)."""
 

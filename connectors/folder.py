@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, ClassVar, cast
 
@@ -93,9 +93,11 @@ class FolderStore(FileStore):
         except OSError as e:
             raise _store_error("opening", path, e) from e
 
-    def write_atomic(self, path: str, chunks: Iterable[bytes]) -> FileInfo:
+    def write_atomic(self, path: str, chunks: Iterable[bytes], *, tmp_name: str | None = None,
+                     on_staged: Callable[[FileInfo], None] | None = None) -> FileInfo:
         final = self._abs(path)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.silta.tmp")
+        tmp = (self._abs(tmp_name) if tmp_name is not None
+               else final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.silta.tmp"))
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
@@ -103,6 +105,10 @@ class FolderStore(FileStore):
                     f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
+            if on_staged is not None:
+                st = tmp.stat()
+                on_staged(FileInfo(tmp.relative_to(self.root).as_posix(), st.st_size,
+                                   st.st_mtime_ns))
             os.replace(tmp, final)
             _fsync_dir(final.parent)
         except OSError as e:

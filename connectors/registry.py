@@ -11,6 +11,8 @@ from connectors.errors import ConfigError
 #: built-in connectors; third parties add theirs through the ``silta.connectors`` entry points
 BUILTIN: dict[str, str] = {
     "folder": "connectors.folder:FolderStore",
+    "sftp": "connectors.sftp:SftpStore",
+    "sql": "connectors.sql:SqlStore",
 }
 
 

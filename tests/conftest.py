@@ -17,6 +17,10 @@ from agent.config import LoadedConfig, load_config
 from agent.state import StateStore
 from agent.stores import open_lake, open_store
 from agent.sync import SyncEngine
+from tests.servers.azurite import *  # noqa: F403 - session fixtures of the real servers
+from tests.servers.moto_s3 import *  # noqa: F403
+from tests.servers.postgres import *  # noqa: F403
+from tests.servers.sshd import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parent.parent
 _EXIT: dict[str, int] = {}

@@ -1,0 +1,3 @@
+"""Placeholder: the postgres server fixture is being written."""
+
+from __future__ import annotations
