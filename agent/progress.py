@@ -18,7 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from agent.sync import SyncProgress
+from agent.outcome import SyncProgress
 
 log = logging.getLogger("silta.progress")
 PLAIN_EVERY = 5.0

@@ -21,10 +21,11 @@ from types import FrameType
 
 from agent.config import LoadedConfig
 from agent.lock import InstanceLock
+from agent.outcome import SyncOutcome
 from agent.scheduling import Scheduler, missed_fire
 from agent.state import StateStore, now
-from agent.stores import open_lake, open_store
-from agent.sync import SyncEngine, SyncOutcome
+from agent.stores import Store, open_lake, open_store
+from agent.sync import SyncEngine
 from agent.watcher import FolderWatcher
 from connectors.abc import FileStore
 from connectors.errors import SiltaError
@@ -117,8 +118,8 @@ class Agent:
         if stale:
             log.warning("%d run(s) were left running by an agent that stopped; marked "
                         "interrupted (their batches are recovered from the ledger)", stale)
-        stores: dict[str, FileStore] = {n: open_store(self.loaded, n)
-                                        for n in self.config.connectors}
+        stores: dict[str, Store] = {n: open_store(self.loaded, n)
+                                    for n in self.config.connectors}
         engine = SyncEngine(self.loaded, state, open_lake(self.loaded), stores, self.name)
         return state, engine
 
@@ -166,8 +167,9 @@ class Agent:
                 if s.schedule:
                     scheduler.add_cron(f"sync:{s.name}", s.schedule,
                                        self._on_cron(state, dispatcher, s.name))
-                if s.watch:
-                    root = engine.store_for(s.connector).local_root()
+                store = engine.store_for(s.connector)
+                if s.watch and isinstance(store, FileStore) and not s.publishes:
+                    root = store.local_root()
                     if root is not None:
                         watcher.watch(root, partial(dispatcher.request, s.name,
                                                     "file-arrival", 0.5))

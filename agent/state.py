@@ -63,6 +63,12 @@ MIGRATIONS: list[str] = [
         job TEXT PRIMARY KEY, last_fire TEXT NOT NULL
     );
     """,
+    # 2: units that are not files (SQL watermark windows, published Delta version ranges)
+    # keep their identity and progress as JSON; runs record how their result was verified
+    """
+    ALTER TABLE batches ADD COLUMN detail TEXT;
+    ALTER TABLE runs ADD COLUMN verified TEXT;
+    """,
 ]
 
 
@@ -277,6 +283,45 @@ class StateStore:
                 "path=? AND sha256=?",
                 (entry.size, entry.mtime_ns, now(), sync, entry.path, entry.sha256))
 
+    # -- units that are not files: a SQL watermark window, a Delta version range ------------
+    def plan_unit(self, sync: str, run_id: str, detail: dict[str, Any], *, min_seq: int = 1
+                  ) -> int:
+        """Record a unit as pending, with its identity in ``detail``; returns its seq."""
+        with self.tx() as conn:
+            seq = max(min_seq, int(conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE sync=?",
+                (sync,)).fetchone()[0]))
+            conn.execute(
+                "INSERT INTO batches (sync, seq, status, run_id, detail, created_at) VALUES "
+                "(?, ?, 'pending', ?, ?, ?)",
+                (sync, seq, run_id, json.dumps(detail, sort_keys=True), now()))
+        return seq
+
+    def update_unit(self, sync: str, seq: int, *, status: str, detail: dict[str, Any],
+                    rows: int | None = None, bytes_: int | None = None,
+                    version: int | None = None, error: str | None = None) -> None:
+        """Move a unit on (pending -> staged -> committed, or failed/abandoned)."""
+        final = status not in ("pending", "staged")
+        with self.tx() as conn:
+            conn.execute(
+                "UPDATE batches SET status=?, detail=?, rows=COALESCE(?, rows), "
+                "bytes=COALESCE(?, bytes), table_version=COALESCE(?, table_version), error=?, "
+                "finished_at=? WHERE sync=? AND seq=?",
+                (status, json.dumps(detail, sort_keys=True), rows, bytes_, version, error,
+                 now() if final else None, sync, seq))
+
+    def open_units(self, sync: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """(seq, status, detail) of units a crash left pending or staged."""
+        rows = self.query("SELECT seq, status, detail FROM batches WHERE sync=? AND status IN "
+                          "('pending', 'staged') ORDER BY seq", (sync,))
+        return [(int(r[0]), str(r[1]), json.loads(r[2] or "{}")) for r in rows]
+
+    def last_committed_unit(self, sync: str) -> tuple[int, dict[str, Any]] | None:
+        """(seq, detail) of the newest committed unit."""
+        rows = self.query("SELECT seq, detail FROM batches WHERE sync=? AND status='committed' "
+                          "ORDER BY seq DESC LIMIT 1", (sync,))
+        return (int(rows[0][0]), json.loads(rows[0][1] or "{}")) if rows else None
+
     def pending_batches(self, sync: str) -> list[int]:
         rows = self.query("SELECT seq FROM batches WHERE sync=? AND status='pending' ORDER BY seq",
                           (sync,))
@@ -317,13 +362,14 @@ class StateStore:
 
     def finish_run(self, run_id: str, *, status: str, files: int = 0, rows: int = 0,
                    bytes_: int = 0, batches: int = 0, failed: int = 0,
-                   table_version: int | None = None, error: str | None = None) -> None:
+                   table_version: int | None = None, error: str | None = None,
+                   verified: str | None = None) -> None:
         with self.tx() as conn:
             conn.execute(
                 "UPDATE runs SET status=?, finished_at=?, files=?, rows=?, bytes=?, batches=?, "
-                "failed=?, table_version=?, error=? WHERE id=?",
+                "failed=?, table_version=?, error=?, verified=? WHERE id=?",
                 (status, now(), files, rows, bytes_, batches, failed, table_version, error,
-                 run_id))
+                 verified, run_id))
 
     def interrupt_stale_runs(self) -> int:
         """Runs left 'running' by an agent that died; called under the agent lock."""

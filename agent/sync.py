@@ -25,17 +25,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 import pyarrow as pa
 
 from agent.config import LoadedConfig, SyncConfig
+from agent.outcome import ProgressCallback, SyncOutcome, SyncProgress
 from agent.state import FileEntry, StateStore
-from connectors.abc import FileInfo, FileStore
+from agent.stores import Store
+from connectors.abc import FileInfo, FileStore, TableStore
 from connectors.errors import (
     NotFoundError,
     ParseError,
@@ -73,56 +74,6 @@ HASH_THREADS = 2
 SMALL_FILE_BYTES = PROBE_BYTES
 SMALL_CACHE_BYTES = 64 << 20
 MAX_ATTEMPTS = 25
-
-
-@dataclass
-class SyncProgress:
-    """Live figures of a running sync, passed to the progress callback."""
-
-    sync: str
-    files_total: int = 0
-    files_done: int = 0
-    bytes_total: int = 0
-    bytes_done: int = 0
-    rows: int = 0
-    batches: int = 0
-    current: str = ""
-    started: float = field(default_factory=time.monotonic)
-
-
-ProgressCallback = Callable[[SyncProgress], None]
-
-
-@dataclass
-class SyncOutcome:
-    """What one run of a sync did."""
-
-    sync: str
-    run_id: str
-    status: str = "ok"  # ok | partial (some files quarantined) | failed | busy
-    batches: int = 0
-    files: int = 0
-    rows: int = 0
-    bytes: int = 0
-    skipped: int = 0
-    waiting: int = 0
-    next_check: float | None = None  # seconds until an unsettled file may be read
-    quarantined: list[tuple[str, str]] = field(default_factory=list)
-    table_version: int | None = None
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status in ("failed", "partial")
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "sync": self.sync, "run_id": self.run_id, "status": self.status,
-            "batches": self.batches, "files": self.files, "rows": self.rows,
-            "bytes": self.bytes, "skipped": self.skipped, "waiting": self.waiting,
-            "quarantined": [{"path": p, "reason": r} for p, r in self.quarantined],
-            "table_version": self.table_version, "error": self.error,
-        }
 
 
 class _Stream:
@@ -206,10 +157,12 @@ class _SyncRun:
         self.cancel = cancel
         self.state = engine.state
         self.lake = engine.lake
-        self.store = engine.store_for(conf.connector)
+        store = engine.store_for(conf.connector)
+        assert isinstance(store, FileStore)
+        self.store = store
         self.app_id = f"silta/{conf.name}"
         self.table = conf.table
-        self.fmt: Format = conf.format
+        self.fmt: Format = conf.file_format
         self.csv: CsvFormat | None = conf.csv.to_format() if conf.format == "csv" else None
         self.outcome = SyncOutcome(conf.name, run_id)
         self.progress = SyncProgress(conf.name)
@@ -228,6 +181,23 @@ class _SyncRun:
             self.on_progress(self.progress)
 
     # -- steps ------------------------------------------------------------------------
+    def execute(self) -> None:
+        """recover, dispose, then scan -> plan -> commit until done or stopped."""
+        self.recover()
+        self.dispose_committed()
+        entries = self.scan()
+        try:
+            for batch in self.plan(entries):
+                if self.cancel.is_set():
+                    break
+                self.commit(batch)
+        finally:
+            entries.close()  # stops the background hashing at once
+        if self.cancel.is_set():
+            # The scan stops too, so the loop may simply run out: say why either way.
+            log.info("sync=%s stopping between batches (shutdown)", self.conf.name)
+        self.outcome.summarize_verification()
+
     def recover(self) -> None:
         """Settle batches a crash left pending: the table's app transaction decides."""
         for seq in self.state.pending_batches(self.conf.name):
@@ -594,7 +564,7 @@ class SyncEngine:
     """Runs syncs; one run of a given sync at a time."""
 
     def __init__(self, loaded: LoadedConfig, state: StateStore, lake: DeltaLake,
-                 stores: dict[str, FileStore], agent_name: str) -> None:
+                 stores: Mapping[str, Store], agent_name: str) -> None:
         self.loaded = loaded
         self.state = state
         self.lake = lake
@@ -602,8 +572,9 @@ class SyncEngine:
         self.agent_name = agent_name
         self._locks = {s.name: threading.Lock() for s in loaded.config.syncs}
 
-    def store_for(self, connector: str) -> FileStore:
-        return self.stores[connector]
+    def store_for(self, connector: str) -> Store:
+        store: Store = self.stores[connector]
+        return store
 
     def run(self, name: str, *, trigger: str = "manual", cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None) -> SyncOutcome:
@@ -616,25 +587,26 @@ class SyncEngine:
         finally:
             lock.release()
 
+    def _runner(self, conf: SyncConfig, run_id: str, cancel: threading.Event,
+                on_progress: ProgressCallback | None) -> _Runner:
+        """The kind of run this sync needs: files in, table rows in, or a publish."""
+        from agent.ingest_table import TableIngestRun
+        from agent.publish import PublishRun
+
+        if conf.publishes:
+            return PublishRun(self, conf, run_id, cancel, on_progress)
+        if isinstance(self.store_for(conf.connector), TableStore):
+            return TableIngestRun(self, conf, run_id, cancel, on_progress)
+        return _SyncRun(self, conf, run_id, cancel, on_progress)
+
     def _run(self, conf: SyncConfig, trigger: str, cancel: threading.Event,
              on_progress: ProgressCallback | None) -> SyncOutcome:
-        run_id = self.state.start_run("sync", conf.name, trigger, self.agent_name)
-        run = _SyncRun(self, conf, run_id, cancel, on_progress)
+        run_id = self.state.start_run("publish" if conf.publishes else "sync", conf.name,
+                                      trigger, self.agent_name)
+        run = self._runner(conf, run_id, cancel, on_progress)
         out = run.outcome
         try:
-            run.recover()
-            run.dispose_committed()
-            entries = run.scan()
-            try:
-                for batch in run.plan(entries):
-                    if cancel.is_set():
-                        break
-                    run.commit(batch)
-            finally:
-                entries.close()  # stops the background hashing at once
-            if cancel.is_set():
-                # The scan stops too, so the loop may simply run out: say why either way.
-                log.info("sync=%s stopping between batches (shutdown)", conf.name)
+            run.execute()
             if out.quarantined:
                 out.status = "partial"
         except SiltaError as e:
@@ -643,8 +615,12 @@ class SyncEngine:
         except Exception as e:  # a bug must not kill the agent; it is recorded and shown
             out.status, out.error = "failed", f"internal error: {type(e).__name__}: {e}"
             log.exception("sync=%s failed with an internal error", conf.name)
+        if out.mismatches:
+            log.error("sync=%s verification failed: %s", conf.name, "; ".join(out.mismatches))
+            if out.status == "ok":
+                out.status = "partial"
         run.emit(force=True)
-        if out.table_version is None:
+        if out.table_version is None and not conf.publishes:
             try:
                 table = self.lake.open(conf.table)
                 out.table_version = table.version() if table is not None else None
@@ -653,6 +629,14 @@ class SyncEngine:
         self.state.finish_run(
             run_id, status=out.status, files=out.files, rows=out.rows, bytes_=out.bytes,
             batches=out.batches, failed=len(out.quarantined) + (out.status == "failed"),
-            table_version=out.table_version,
+            table_version=out.table_version, verified=out.verified,
             error=out.error or ("; ".join(f"{p}: {r}" for p, r in out.quarantined) or None))
         return out
+
+
+class _Runner(Protocol):
+    outcome: SyncOutcome
+
+    def execute(self) -> None: ...
+
+    def emit(self, force: bool = False) -> None: ...

@@ -306,3 +306,86 @@ def read_batches(opener: Opener, fmt: Format, csv: CsvFormat | None,
                 # pyarrow's JSON reader does not name the column: offer each of that type.
                 error.candidates = tuple(f.name for f in schema if str(f.type) == m.group(1))
             raise error from e
+
+
+class _ChunkSink:
+    """A write-only file that hands what was written to a generator, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def drain(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def _decimal_comma(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Float and decimal columns as text with ``,`` as the decimal separator."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for col in batch.columns:
+        if pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+            col = pc.replace_substring(pc.cast(col, pa.string()), ".", ",")
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def write_chunks(reader: pa.RecordBatchReader, fmt: Format, csv: CsvFormat | None = None
+                 ) -> Iterator[bytes]:
+    """``reader`` encoded as one file of ``fmt``, yielded in chunks (streamed, not buffered).
+
+    CSV honours the dialect's delimiter, quote, header, encoding and decimal separator.
+    """
+    import json
+
+    sink = _ChunkSink()
+    if fmt == "parquet":
+        with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                if chunk := sink.drain():
+                    yield chunk
+        yield sink.drain()
+        return
+    if fmt == "jsonl":
+        for batch in reader:
+            lines = [json.dumps(row, ensure_ascii=False, default=str, sort_keys=False)
+                     for row in batch.to_pylist()]
+            if lines:
+                yield ("\n".join(lines) + "\n").encode("utf-8")
+        return
+    dialect = csv or CsvFormat()
+    options = pacsv.WriteOptions(include_header=dialect.header, delimiter=dialect.delimiter,
+                                 quoting_style="needed" if dialect.quote else "none")
+    encoding = dialect.encoding
+    first = True
+    for batch in reader:
+        if dialect.decimal == ",":
+            batch = _decimal_comma(batch)
+        out = pa.BufferOutputStream()
+        pacsv.write_csv(batch, out, write_options=options if first else pacsv.WriteOptions(
+            include_header=False, delimiter=dialect.delimiter,
+            quoting_style="needed" if dialect.quote else "none"))
+        first = False
+        data = out.getvalue().to_pybytes()
+        if encoding.replace("-", "").lower() not in ("utf8",):
+            data = data.decode("utf-8").encode(encoding, errors="replace")
+        yield data
+    if first and dialect.header:
+        # No rows at all: still a valid file with its header line.
+        out = pa.BufferOutputStream()
+        pacsv.write_csv(reader.schema.empty_table(), out, write_options=options)
+        yield out.getvalue().to_pybytes()
