@@ -97,6 +97,31 @@ def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
             sys.stdout.write(f"{o.sync}: failed: {o.error}\n")
 
 
+def cmd_connectors(args: argparse.Namespace) -> int:
+    from agent.connector_check import describe, test_connector
+    from agent.output import print_json, print_table
+
+    loaded = _config(args)
+    if args.connectors_cmd == "list":
+        rows = describe(loaded)
+        if args.json:
+            print_json(rows)
+        else:
+            print_table(rows, ["name", "type", "where", "auth", "syncs"], title="connectors",
+                        empty="no connectors configured")
+        return EXIT_OK
+    result = test_connector(loaded, args.name)
+    if args.json:
+        print_json(result)
+    elif result["ok"]:
+        sys.stdout.write(f"{args.name}: ok in {result['latency_ms']} ms: "
+                         f"{safe_display(result['detail'])}\n")
+    else:
+        sys.stdout.write(f"{args.name}: FAILED after {result['latency_ms']} ms: "
+                         f"{safe_display(result['error'])}\n")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
 def cmd_sync_list(args: argparse.Namespace) -> int:
     from agent.output import print_json, print_table
 
@@ -222,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     sr = sy_sub.add_parser("run", parents=[common, as_json], help="run one sync now")
     sr.add_argument("name")
     sr.set_defaults(func=cmd_sync_run)
+
+    co = sub.add_parser("connectors", help="on-prem stores")
+    co_sub = co.add_subparsers(dest="connectors_cmd", required=True, parser_class=_Parser)
+    co_sub.add_parser("list", parents=[common, as_json], help="configured connectors"
+                      ).set_defaults(func=cmd_connectors)
+    ct = co_sub.add_parser("test", parents=[common, as_json],
+                           help="connect, list or read a sample, report the latency")
+    ct.add_argument("name")
+    ct.set_defaults(func=cmd_connectors)
 
     sub.add_parser("status", parents=[common, as_json],
                    help="agent heartbeat and each sync's last run").set_defaults(func=cmd_status)

@@ -47,7 +47,7 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
     lake = open_lake(loaded)
     syncs = []
     for s in conf.syncs:
-        last = state.runs(kind="sync", name=s.name, limit=1) if state else []
+        last = state.runs(name=s.name, limit=1) if state else []
         ledger = state.ledger_summary(s.name) if state else {}
         try:
             table = lake.open(s.table)
@@ -61,6 +61,8 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
             "files": run.get("files"), "rows": run.get("rows"), "error": run.get("error"),
             "total_files": ledger.get("files", 0), "total_rows": ledger.get("rows", 0),
             "quarantined": ledger.get("quarantined", 0),
+            "direction": "publish" if s.publishes else "ingest",
+            "verified": run.get("verified"),
             "table": s.table, "table_version": version,
         })
     return {"agent": agent, "syncs": syncs}
@@ -74,7 +76,11 @@ def print_status(status: dict[str, Any]) -> None:
                   + (f", pid {a['pid']}, since {escape(a['since'])}" if a["since"] else "")
                   + (f", last heartbeat {escape(a['last_beat'])}" if a["last_beat"] else "")
                   + ")")
-    rows = [{**s, "version": s["table_version"]} for s in status["syncs"]]
+    rows = [{**s, "version": s["table_version"],
+             "check": (s["verified"] or "-").split(":")[0]} for s in status["syncs"]]
     print_table(rows, ["sync", "last_run", "outcome", "files", "rows", "total_rows",
-                       "quarantined", "version"],
+                       "quarantined", "check", "version"],
                 title="syncs (times in UTC)", empty="no syncs configured")
+    for s in status["syncs"]:
+        if s["verified"] and not s["verified"].startswith("ok"):
+            console.print(f"[red]{escape(s['sync'])}: verification: {escape(s['verified'])}[/]")
