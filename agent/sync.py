@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
@@ -38,6 +39,7 @@ from agent.state import FileEntry, StateStore
 from agent.stores import Store
 from connectors.abc import FileInfo, FileStore, TableStore
 from connectors.errors import (
+    CommitConflictError,
     NotFoundError,
     ParseError,
     SchemaMismatchError,
@@ -74,6 +76,8 @@ HASH_THREADS = 2
 SMALL_FILE_BYTES = PROBE_BYTES
 SMALL_CACHE_BYTES = 64 << 20
 MAX_ATTEMPTS = 25
+#: commit races lost to other writers before the batch fails (it is retried next run)
+CONFLICT_RETRIES = 8
 
 
 class _Stream:
@@ -439,6 +443,7 @@ class _SyncRun:
         seq = self.state.plan_batch(self.conf.name, self.run_id, files,
                                     min_seq=(done or 0) + 1)
         ingested_at = dt.datetime.now(dt.UTC)
+        conflicts = 0
         for _attempt in range(MAX_ATTEMPTS):
             stream = _Stream(self, files, schema, seq, ingested_at)
             bytes_before, rows_before = self.progress.bytes_done, self.progress.rows
@@ -456,6 +461,14 @@ class _SyncRun:
                         continue
                     self._drop(seq, files, bad)
                     self.quarantine(bad, str(failure))
+                elif isinstance(failure, CommitConflictError) and conflicts < CONFLICT_RETRIES:
+                    # Another writer won the race for this version: the lake already
+                    # re-checked our app transaction, so the batch is simply written again.
+                    conflicts += 1
+                    log.info("sync=%s batch=%d lost a commit race (%d); writing it again",
+                             self.conf.name, seq, conflicts)
+                    time.sleep(min(5.0, 0.1 * 2 ** conflicts) * random.uniform(0.5, 1.0))
+                    continue
                 elif isinstance(failure, SourceChangedError) and bad is not None:
                     self._drop(seq, files, bad)
                     self.outcome.waiting += 1
