@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 import socket
+import string
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -152,12 +153,16 @@ class SqlConnector(_Model):
         if not sep or scheme.split("+")[0] not in {"sqlite", "postgresql", "postgres"}:
             raise ValueError("must start with sqlite:/// or postgresql://")
         userinfo = rest.split("@", 1)[0] if "@" in rest.split("/", 1)[0] else ""
-        if ":" in userinfo:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = {k.lower() for k in parse_qs(urlsplit(v).query, keep_blank_values=True)}
+        if ":" in userinfo or "password" in query:
             raise ValueError("do not put the password in the URL (it would show in logs); "
                              "use `password = \"${ENV}\"` or `password_file`")
         return v
 
 
+_CONNECTOR_TYPES = {"folder", "sftp", "sql"}
 ConnectorConfig = Annotated[FolderConnector | SftpConnector | SqlConnector,
                             Field(discriminator="type")]
 
@@ -522,8 +527,12 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    # pydantic inserts validator names like 'function-after[...]' into error locations
-    return tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+    # pydantic inserts validator names like 'function-after[...]' into error locations,
+    # and the connector's type (the union's tag) after its name: neither is a key.
+    out = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+    if len(out) > 2 and out[0] == "connectors" and out[2] in _CONNECTOR_TYPES:
+        out = out[:2] + out[3:]
+    return out
 
 
 def _explain(err: dict[str, Any]) -> str:
@@ -598,6 +607,11 @@ def _sync_problems(sync: dict[str, Any], ctypes: dict[str, str]
         for key in sql_only:
             out.append((key, f"only for SQL connectors; {onprem!r} is a {kind} connector"))
         if publishes:
+            try:
+                list(string.Formatter().parse(rest))
+            except ValueError as e:
+                out.append(("target", f"{e}; write `{{{{` or `}}}}` for a literal brace"))
+                return out
             fields = set(_PLACEHOLDERS.findall(rest))
             unknown = sorted(fields - _TEMPLATE_FIELDS)
             if unknown:

@@ -7,6 +7,7 @@ plus a sample coded into ISCO-08 by the office's coders.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
@@ -100,6 +101,48 @@ def generate(seed: int, files: int, rows: int) -> list[tuple[str, bytes, dt.date
     return out
 
 
+INDUSTRIES = [("47111", "Retail sale in non-specialised stores"),
+              ("62010", "Computer programming"), ("86101", "General hospital activities"),
+              ("41200", "Construction of buildings"), ("56101", "Restaurants"),
+              ("49410", "Freight transport by road"), ("85201", "Primary education")]
+NAME_PARTS = (["Pohjolan", "Järvi", "Koivu", "Saaristo", "Tunturi", "Kallio", "Meri"],
+              ["Rakennus", "Data", "Kuljetus", "Ravintola", "Hoiva", "Kauppa", "Opetus"],
+              ["Oy", "Ab", "Oy Ab", "Ky", "Osk"])
+
+
+def register_rows(seed: int, count: int = 300) -> list[tuple[str, str, str, str, int, str]]:
+    """An enterprise register extract: (id, name, region, industry, employees, updated_at)."""
+    rng = random.Random(seed + 1)
+    rows = []
+    for i in range(1, count + 1):
+        name = " ".join(rng.choice(part) for part in NAME_PARTS)
+        updated = START - dt.timedelta(days=rng.randrange(0, 365), seconds=rng.randrange(86400))
+        rows.append((f"{1000000 + i * 7}-{i % 10}", name, rng.choice(REGIONS),
+                     rng.choice(INDUSTRIES)[0], rng.choice([1, 2, 4, 9, 25, 60, 240, 1200]),
+                     updated.strftime("%Y-%m-%d %H:%M:%S")))
+    return rows
+
+
+def write_register(path: Path, seed: int, force: bool) -> Path:
+    """The demo's on-prem database (SQLite): the enterprise register the office keeps."""
+    import sqlite3
+
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to write the demo files again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(tmp)) as db:
+        db.execute("CREATE TABLE enterprises (enterprise_id TEXT PRIMARY KEY, name TEXT NOT "
+                   "NULL, region TEXT, industry TEXT, employees INTEGER, updated_at TIMESTAMP "
+                   "NOT NULL)")
+        db.executemany("INSERT INTO enterprises VALUES (?, ?, ?, ?, ?, ?)",
+                       register_rows(seed))
+        db.commit()
+    os.replace(tmp, path)  # whole or not at all, like the other demo files
+    return path
+
+
 def init_demo(loaded: LoadedConfig, *, seed: int, files: int, rows: int, force: bool
               ) -> list[Path]:
     """Write the demo files into the ``dropzone`` folder; refuse to overwrite unless forced."""
@@ -119,4 +162,8 @@ def init_demo(loaded: LoadedConfig, *, seed: int, files: int, rows: int, force: 
         ts = exported.replace(tzinfo=dt.UTC).timestamp()
         os.utime(target, (ts, ts))
         written.append(target)
+    register = loaded.config.connectors.get("register")
+    if register is not None and register.type == "sql" and register.url.startswith("sqlite:///"):
+        written.append(write_register(loaded.resolve(register.url.removeprefix("sqlite:///")),
+                                      seed, force))
     return written

@@ -73,13 +73,21 @@ class PublishRun:
     # -- the run ----------------------------------------------------------------------
     def execute(self) -> None:
         self.recover()
-        table = self.lake.require(self.conf.table)
+        table = self.lake.open(self.conf.table)
+        if table is None:
+            log.info("sync=%s nothing to publish yet: table %s does not exist", self.conf.name,
+                     self.conf.table)
+            self.outcome.summarize_verification()
+            return
         current = table.version()
         last = self._last_published()
         if last is not None and last >= current:
             log.info("sync=%s nothing to publish: %s is at version %d, published up to %d",
                      self.conf.name, self.conf.table, current, last)
             self.outcome.table_version = current
+            self.outcome.summarize_verification()
+            if self.outcome.verified is None:
+                self.outcome.verified = f"ok: up to date (published to version {last})"
             return
         after = None if self.conf.mode == "snapshot" else last
         columns = self._columns(table)
@@ -196,7 +204,8 @@ class PublishRun:
                 yield chunk
 
         def staged(info: FileInfo) -> None:
-            detail.update(staged_size=info.size, sha256=digest.hexdigest())
+            detail.update(staged_size=info.size, sha256=digest.hexdigest(),
+                          rows=self.outcome.rows_read)
             self.state.update_unit(self.conf.name, seq, status="staged", detail=detail)
 
         store.delete(detail["tmp"])  # leftovers of an attempt that did not finish
@@ -227,12 +236,14 @@ class PublishRun:
         detail["verified"] = not self.outcome.mismatches
 
     def _committed(self, seq: int, detail: dict[str, Any], *, rows: int, bytes_: int) -> None:
+        wrote_file = "target" in detail and not detail.get("empty")
         self.state.update_unit(self.conf.name, seq, status="committed", detail=detail,
-                               rows=rows, bytes_=bytes_, version=int(detail["to_version"]))
+                               rows=rows, bytes_=bytes_, version=int(detail["to_version"]),
+                               files=1 if wrote_file else 0)
         self.outcome.batches += 1
         self.outcome.rows += rows
         self.outcome.bytes += bytes_
-        self.outcome.files += 0 if detail.get("empty") or "target" not in detail else 1
+        self.outcome.files += 1 if wrote_file else 0
         self.progress.batches += 1
         self.emit(force=True)
         log.info("sync=%s published versions %s..%s of %s: rows=%d%s", self.conf.name,
@@ -275,8 +286,8 @@ class PublishRun:
                          self.conf.name, seq, safe_display(detail["target"]))
             self._verify_file(detail)
             self.state.update_unit(self.conf.name, seq, status="committed", detail=detail,
-                                   bytes_=detail.get("staged_size"),
-                                   version=int(detail["to_version"]))
+                                   bytes_=detail.get("staged_size"), rows=detail.get("rows"),
+                                   files=1, version=int(detail["to_version"]))
 
 
 def _first_rows(reader: pa.RecordBatchReader) -> pa.RecordBatchReader | None:

@@ -299,16 +299,17 @@ class StateStore:
 
     def update_unit(self, sync: str, seq: int, *, status: str, detail: dict[str, Any],
                     rows: int | None = None, bytes_: int | None = None,
-                    version: int | None = None, error: str | None = None) -> None:
+                    version: int | None = None, error: str | None = None,
+                    files: int | None = None) -> None:
         """Move a unit on (pending -> staged -> committed, or failed/abandoned)."""
         final = status not in ("pending", "staged")
         with self.tx() as conn:
             conn.execute(
                 "UPDATE batches SET status=?, detail=?, rows=COALESCE(?, rows), "
                 "bytes=COALESCE(?, bytes), table_version=COALESCE(?, table_version), error=?, "
-                "finished_at=? WHERE sync=? AND seq=?",
+                "files=COALESCE(?, files), finished_at=? WHERE sync=? AND seq=?",
                 (status, json.dumps(detail, sort_keys=True), rows, bytes_, version, error,
-                 now() if final else None, sync, seq))
+                 files, now() if final else None, sync, seq))
 
     def open_units(self, sync: str) -> list[tuple[int, str, dict[str, Any]]]:
         """(seq, status, detail) of units a crash left pending or staged."""

@@ -552,6 +552,12 @@ class _SyncRun:
             entry = self.lake.find_commit(self.table, self.app_id, seq)
             rows = history_summary(entry)["rows_added"] if entry else None
         self.state.mark_committed(self.conf.name, seq, version=result.version, rows=rows)
+        self.outcome.rows_read += stream.rows
+        self.outcome.rows_checked += rows if rows is not None else stream.rows
+        if (not result.already and rows is not None and rows != stream.rows
+                and self.conf.mode != "merge"):
+            self.outcome.mismatches.append(f"batch {seq}: read {stream.rows} rows, the commit "
+                                           f"holds {rows}")
         self.outcome.batches += 1
         self.outcome.files += len(files)
         self.outcome.rows += rows or 0

@@ -370,7 +370,11 @@ def write_chunks(reader: pa.RecordBatchReader, fmt: Format, csv: CsvFormat | Non
     dialect = csv or CsvFormat()
     options = pacsv.WriteOptions(include_header=dialect.header, delimiter=dialect.delimiter,
                                  quoting_style="needed" if dialect.quote else "none")
-    encoding = dialect.encoding
+    import codecs
+
+    # One encoder for the whole file: a BOM (utf-8-sig, utf-16) is written once, at the start.
+    utf8 = codecs.lookup(dialect.encoding).name == "utf-8"
+    encoder = codecs.getincrementalencoder(dialect.encoding)(errors="replace")
     first = True
     for batch in reader:
         if dialect.decimal == ",":
@@ -381,11 +385,12 @@ def write_chunks(reader: pa.RecordBatchReader, fmt: Format, csv: CsvFormat | Non
             quoting_style="needed" if dialect.quote else "none"))
         first = False
         data = out.getvalue().to_pybytes()
-        if encoding.replace("-", "").lower() not in ("utf8",):
-            data = data.decode("utf-8").encode(encoding, errors="replace")
-        yield data
+        yield data if utf8 else encoder.encode(data.decode("utf-8"))
     if first and dialect.header:
         # No rows at all: still a valid file with its header line.
         out = pa.BufferOutputStream()
         pacsv.write_csv(reader.schema.empty_table(), out, write_options=options)
-        yield out.getvalue().to_pybytes()
+        data = out.getvalue().to_pybytes()
+        yield data if utf8 else encoder.encode(data.decode("utf-8"))
+    if not utf8:
+        yield encoder.encode("", final=True)
