@@ -267,6 +267,9 @@ class SyncConfig(_Model):
     """Cron expression (5 fields, the agent's local time), e.g. `*/5 * * * *`."""
     watch: bool = False
     """React to file arrival (watchdog) as well as the schedule."""
+    after: list[str] = Field(default_factory=list)
+    """Names of syncs this one follows: it runs when one of them committed new data (and
+    after them in `silta agent run --once`), e.g. a publish after the ingest it sends on."""
     settle_seconds: float = Field(5.0, ge=0, le=86400)
     """A file must be unchanged this long before it is read."""
     on_success: Literal["keep", "move", "delete"] = "keep"
@@ -395,6 +398,21 @@ class SiltaConfig(_Model):
     """On-prem stores by name, referenced by syncs as `NAME:glob`."""
     syncs: list[SyncConfig] = Field(default_factory=list)
     """Syncs: each moves one source into one Delta table."""
+
+    def waves(self, names: list[str]) -> list[list[str]]:
+        """``names`` in runs that respect `after`: each wave follows the ones before it."""
+        left = list(names)
+        waves: list[list[str]] = []
+        done: set[str] = set()
+        while left:
+            wave = [n for n in left
+                    if all(d in done or d not in left for d in self.sync(n).after)]
+            if not wave:  # a cycle (refused by the config check): run the rest together
+                wave = left
+            waves.append(wave)
+            done.update(wave)
+            left = [n for n in left if n not in done]
+        return waves
 
     def sync(self, name: str) -> SyncConfig:
         for s in self.syncs:
@@ -626,6 +644,41 @@ def _sync_problems(sync: dict[str, Any], ctypes: dict[str, str]
     return out
 
 
+def _order_problems(syncs: list[Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """`after` names known syncs and has no cycles."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    names = {s.get("name"): i for i, s in enumerate(syncs) if isinstance(s, dict)}
+    graph: dict[str, list[str]] = {}
+    for i, sync in enumerate(syncs):
+        if not isinstance(sync, dict) or not isinstance(sync.get("after"), list):
+            continue
+        name = sync.get("name")
+        for dep in sync["after"]:
+            if dep == name:
+                out.append((("syncs", i, "after"), "a sync cannot follow itself"))
+            elif dep not in names:
+                known = ", ".join(sorted(str(n) for n in names)) or "none"
+                out.append((("syncs", i, "after"), f"no sync named {dep!r} (syncs: {known})"))
+            elif isinstance(name, str):
+                graph.setdefault(name, []).append(dep)
+    state: dict[str, int] = {}
+
+    def cyclic(node: str) -> bool:
+        state[node] = 1
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1 or (state.get(dep) is None and cyclic(dep)):
+                return True
+        state[node] = 2
+        return False
+
+    for node in graph:
+        if state.get(node) is None and cyclic(node):
+            out.append((("syncs", names[node], "after"), f"`after` makes a cycle through "
+                                                         f"{node!r}; remove one of the links"))
+            break
+    return out
+
+
 def _cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
     """Checks that span keys; run on the raw data so they show beside field errors."""
     out: list[tuple[tuple[str | int, ...], str]] = []
@@ -645,7 +698,7 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str
                             f"syncs[{seen[name]}]; names must be unique"))
             seen.setdefault(name, i)
         out += [(("syncs", i, key), what) for key, what in _sync_problems(sync, ctypes)]
-    return out
+    return out + _order_problems(syncs)
 
 
 def _validate(text: str, data: dict[str, Any], path: Path

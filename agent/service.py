@@ -126,8 +126,15 @@ class Agent:
     def _record(self, outcome: SyncOutcome) -> None:
         with self._out_lock:
             self.outcomes.append(outcome)
-        if outcome.next_check is not None and not self.stop.is_set() and self._dispatcher:
+        if self.stop.is_set() or self._dispatcher is None:
+            return
+        if outcome.next_check is not None:
             self._dispatcher.request(outcome.sync, "settle", delay=outcome.next_check + 0.2)
+        if outcome.batches:
+            # New data landed: the syncs that follow this one (`after`) run now.
+            for s in self.config.syncs:
+                if s.enabled and outcome.sync in s.after:
+                    self._dispatcher.request(s.name, f"after:{outcome.sync}")
 
     def _beat(self, state: StateStore, status: str) -> None:
         try:
@@ -144,11 +151,13 @@ class Agent:
             self._install_signals()
             self._beat(state, "running-once")
             syncs = [s.name for s in self.config.syncs if s.enabled]
+            outcomes: list[SyncOutcome] = []
             with ThreadPoolExecutor(self.config.agent.sync_workers,
                                     thread_name_prefix="sync") as pool:
-                futures = [pool.submit(engine.run, n, trigger="once", cancel=self.stop)
-                           for n in syncs]
-                outcomes = [f.result() for f in futures]
+                for wave in self.config.waves(syncs):  # `after`: publishes follow ingests
+                    futures = [pool.submit(engine.run, n, trigger="once", cancel=self.stop)
+                               for n in wave]
+                    outcomes += [f.result() for f in futures]
             self.outcomes.extend(outcomes)
             self._beat(state, "stopped")
             return 1 if any(o.failed for o in outcomes) else 0
