@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
     assert r.code == 0, r
     expected_files = [incoming / "responses" / f"responses_202609{d:02d}.csv"
                       for d in range(1, 7)] + [incoming / "coded" / "coded_sample_2026Q3.csv"]
-    assert r.out.splitlines() == [str(p) for p in expected_files]
+    register_db = tmp_path / "var" / "onprem" / "register.db"
+    assert r.out.splitlines() == [str(p) for p in [*expected_files, register_db]]
     coded_lines = (incoming / "coded" / "coded_sample_2026Q3.csv").read_text(
         encoding="utf-8").splitlines()
     coded_rows = len(coded_lines) - 1
@@ -52,14 +55,40 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
             for k, o in first.items()} == {
         "survey_responses": ("ok", 1, 6, 2400, 0),
         "coded_sample": ("ok", 1, 1, coded_rows, 0),
+        "enterprise_register": ("ok", 1, 0, 300, 0),
+        "publish_codes_db": ("ok", 1, 0, coded_rows, 0),
+        "publish_codes_file": ("ok", 1, 1, coded_rows, 0),
     }
+    assert {k: o["verified"] for k, o in first.items()} == {
+        "survey_responses": "ok: rows read 2400 = written 2400",
+        "coded_sample": f"ok: rows read {coded_rows} = written {coded_rows}",
+        "enterprise_register": "ok: rows read 300 = written 300",
+        "publish_codes_db": f"ok: rows read {coded_rows} = written {coded_rows}",
+        "publish_codes_file": f"ok: rows read {coded_rows} = written {coded_rows}",
+    }
+    # both ways: the coded sample is back on-prem, in the database and as a CSV file
+    with contextlib.closing(sqlite3.connect(register_db)) as db:
+        published = db.execute("SELECT response_id, isco08, coder FROM occupation_codes "
+                               "ORDER BY response_id").fetchall()
+        applied = db.execute("SELECT name, version, rows FROM silta_applied").fetchall()
+    expected_codes = sorted(tuple(line.split(";")) for line in coded_lines[1:])
+    assert published == expected_codes
+    assert applied == [("publish_codes_db", 0, coded_rows)]
+    out_lines = (incoming / "outgoing" / "coded_sample_v0.csv").read_text(
+        encoding="utf-8").splitlines()
+    assert out_lines[0] == '"response_id";"isco08";"coder"'
+    assert sorted(tuple(v.strip('"') for v in line.split(";")) for line in out_lines[1:]) == (
+        expected_codes)
+    assert not [p.name for p in (incoming / "outgoing").iterdir()
+                if p.name != "coded_sample_v0.csv"]
 
     tables = _tables(tmp_path, config)
-    assert sorted(tables) == ["raw/coded_sample", "raw/survey_responses"]
+    assert sorted(tables) == ["raw/coded_sample", "raw/enterprises", "raw/survey_responses"]
     assert {k: (t["version"], t["rows"], t["columns"], t["last_operation"])
             for k, t in tables.items()} == {
         "raw/survey_responses": (0, 2400, 12, "WRITE"),
         "raw/coded_sample": (0, coded_rows, 6, "WRITE"),
+        "raw/enterprises": (0, 300, 6, "WRITE"),
     }
 
     survey, coded = lake / "raw" / "survey_responses", lake / "raw" / "coded_sample"
@@ -93,6 +122,10 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
             for k, o in again.items()} == {
         "survey_responses": ("ok", 0, 0, 0, 0),
         "coded_sample": ("ok", 0, 0, 0, 0),
+        # the register's newest rows are read again (overlap) and recognised: no commit
+        "enterprise_register": ("ok", 0, 0, 0, 0),
+        "publish_codes_db": ("ok", 0, 0, 0, 0),
+        "publish_codes_file": ("ok", 0, 0, 0, 0),
     }
     assert _tables(tmp_path, config) == tables
 
@@ -107,6 +140,9 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
             for k, o in redelivered.items()} == {
         "survey_responses": ("ok", 0, 0, 6, 0),
         "coded_sample": ("ok", 0, 0, 1, 0),
+        "enterprise_register": ("ok", 0, 0, 0, 0),
+        "publish_codes_db": ("ok", 0, 0, 0, 0),
+        "publish_codes_file": ("ok", 0, 0, 0, 0),
     }
     assert _tables(tmp_path, config) == tables
     assert duck_rows(duck, survey, "SELECT count(*) FROM t") == [(2400,)]

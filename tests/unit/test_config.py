@@ -62,7 +62,13 @@ def test_the_issue_contract_shape_loads_and_paths_resolve_against_the_file(tmp_p
 
 def test_demo_config_is_valid():
     loaded = load_config(ROOT / "config" / "demo.toml")
-    assert [s.name for s in loaded.config.syncs] == ["survey_responses", "coded_sample"]
+    assert [s.name for s in loaded.config.syncs] == [
+        "survey_responses", "coded_sample", "enterprise_register", "publish_codes_db",
+        "publish_codes_file"]
+    assert [s.publishes for s in loaded.config.syncs] == [False, False, False, True, True]
+    assert loaded.config.waves([s.name for s in loaded.config.syncs]) == [
+        ["survey_responses", "coded_sample", "enterprise_register"],
+        ["publish_codes_db", "publish_codes_file"]]
     assert loaded.state_dir == ROOT / "var" / "state"
 
 
