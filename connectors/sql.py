@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import decimal
 import difflib
-import json
 import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +29,20 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine, Inspector
 
+from connectors._sql_types import (
+    ACCEPTS,
+    Declared,
+    arrow_column,
+    arrow_type_of,
+    as_json_or_text,
+    ddl_type,
+    infer_type,
+    normalized,
+    pg_result_type,
+    sqlite_arrow_type,
+    sqlite_value,
+    type_kind,
+)
 from connectors.abc import Option, TableStore, WriteResult
 from connectors.errors import (
     AuthError,
@@ -63,312 +75,6 @@ _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "disk i/o
 _PG_TRANSIENT_CLASSES = ("08", "53", "57", "40")
 _SYSTEM_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast")
 
-_TS = pa.timestamp("us")
-_TSZ = pa.timestamp("us", tz="UTC")
-_DECIMAL_CONTEXT = decimal.Context(prec=80)  # room for decimal128(38, s) and more
-
-
-# -- Arrow <-> SQL types -----------------------------------------------------------------
-
-def _decimal_or_float(precision: int | None, scale: int | None) -> pa.DataType:
-    if precision is None or not 0 < precision <= 38:
-        return pa.float64()
-    s = scale or 0
-    if not 0 <= s <= precision:
-        return pa.float64()
-    return pa.decimal128(precision, s)
-
-
-def arrow_type_of(t: sa.types.TypeEngine[Any]) -> pa.DataType:
-    """The Arrow type of a reflected SQLAlchemy column type (the PostgreSQL catalogue)."""
-    if isinstance(t, sa.Boolean):
-        return pa.bool_()
-    if isinstance(t, sa.Integer):
-        return pa.int64()
-    if isinstance(t, sa.Float):  # before Numeric: Float is a Numeric
-        return pa.float64()
-    if isinstance(t, sa.Numeric):
-        return _decimal_or_float(t.precision, t.scale)
-    if isinstance(t, sa.DateTime):
-        return _TSZ if t.timezone else _TS
-    if isinstance(t, sa.Date):
-        return pa.date32()
-    if isinstance(t, sa.LargeBinary):
-        return pa.binary()
-    return pa.string()  # text, varchar, char, json, uuid, enums, arrays...
-
-
-_SQLITE_DECIMAL = re.compile(r"^(?:NUMERIC|DECIMAL|NUMBER)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
-
-
-def sqlite_arrow_type(declared: str) -> pa.DataType:
-    """The Arrow type of a SQLite column from its declared type.
-
-    Well-known names first (SQLite stores dates and booleans under NUMERIC affinity),
-    then SQLite's own affinity rules (sqlite.org/datatype3.html, section 3.1). Names
-    with NUMERIC affinity that are not numbers (JSON, UUID...) and untyped columns,
-    which may hold anything, are read as strings.
-    """
-    d = " ".join(declared.upper().split())
-    if d.startswith(("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ")):
-        return _TSZ
-    if d.startswith(("DATETIME", "TIMESTAMP")):
-        return _TS
-    if d == "DATE":
-        return pa.date32()
-    if d.startswith("BOOL"):
-        return pa.bool_()
-    m = _SQLITE_DECIMAL.match(d)
-    if m:
-        return _decimal_or_float(int(m.group(1)), int(m.group(2) or 0))
-    if "INT" in d:
-        return pa.int64()
-    if any(s in d for s in ("CHAR", "CLOB", "TEXT")):
-        return pa.string()
-    if "BLOB" in d:
-        return pa.binary()
-    if any(s in d for s in ("REAL", "FLOA", "DOUB")):
-        return pa.float64()
-    if d.startswith(("NUMERIC", "DECIMAL", "NUMBER", "MONEY")):
-        return pa.float64()
-    return pa.string()
-
-
-_PG_NAMES: dict[str, pa.DataType] = {
-    "int2": pa.int64(), "int4": pa.int64(), "int8": pa.int64(),
-    "float4": pa.float64(), "float8": pa.float64(), "bool": pa.bool_(),
-    "date": pa.date32(), "timestamp": _TS, "timestamptz": _TSZ, "bytea": pa.binary(),
-}
-
-
-def _pg_result_type(column: Any) -> pa.DataType:
-    """The Arrow type of a PostgreSQL result column, from its type OID and modifier."""
-    import psycopg
-
-    info = psycopg.postgres.types.get(getattr(column, "type_code", 0))
-    name = info.name if info is not None else ""
-    if name == "numeric":
-        return _decimal_or_float(getattr(column, "precision", None),
-                                 getattr(column, "scale", None))
-    return _PG_NAMES.get(name, pa.string())
-
-
-def _kind(t: pa.DataType) -> str:
-    """The family of an Arrow type, for compatibility checks and value conversion."""
-    if pa.types.is_dictionary(t):
-        return _kind(t.value_type)
-    checks: tuple[tuple[Callable[[pa.DataType], bool], str], ...] = (
-        (pa.types.is_boolean, "bool"), (pa.types.is_integer, "int"),
-        (pa.types.is_floating, "float"), (pa.types.is_decimal, "decimal"),
-        (lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)
-         or pa.types.is_string_view(x), "string"),
-        (lambda x: pa.types.is_date(x), "date"), (pa.types.is_timestamp, "timestamp"),
-        (lambda x: pa.types.is_binary(x) or pa.types.is_large_binary(x)
-         or pa.types.is_fixed_size_binary(x) or pa.types.is_binary_view(x), "binary"),
-        (pa.types.is_null, "null"),
-    )
-    for check, kind in checks:
-        if check(t):
-            return kind
-    return "other"
-
-
-#: which incoming kinds an existing column of a kind accepts (``other`` is sent as JSON)
-_ACCEPTS: dict[str, frozenset[str]] = {
-    "int": frozenset({"int"}),
-    "float": frozenset({"int", "float", "decimal"}),
-    "decimal": frozenset({"int", "float", "decimal"}),
-    "string": frozenset({"string", "other"}),
-    "bool": frozenset({"bool"}),
-    "date": frozenset({"date"}),
-    "timestamp": frozenset({"timestamp", "date"}),
-    "binary": frozenset({"binary"}),
-}
-
-
-def ddl_type(t: pa.DataType, dialect: str) -> str:
-    """The SQL column type a new table gets for the Arrow type ``t``."""
-    if pa.types.is_dictionary(t):
-        return ddl_type(t.value_type, dialect)
-    kind = _kind(t)
-    if kind == "bool":
-        return "BOOLEAN"
-    if kind == "int":
-        if pa.types.is_unsigned_integer(t) and t.bit_width == 64:
-            return "NUMERIC(20,0)"  # beyond BIGINT
-        small = t.bit_width < 32 or (t.bit_width == 32 and pa.types.is_signed_integer(t))
-        return "INTEGER" if small else "BIGINT"
-    if kind == "float":
-        return "DOUBLE PRECISION" if t.bit_width == 64 else "REAL"
-    if kind == "decimal":
-        return f"NUMERIC({t.precision},{t.scale})"
-    if kind == "date":
-        return "DATE"
-    if kind == "timestamp":
-        return "TIMESTAMP WITH TIME ZONE" if t.tz else "TIMESTAMP"
-    if kind == "binary":
-        return "BYTEA" if dialect == "postgresql" else "BLOB"
-    return "TEXT"  # strings; lists, structs and the rest as JSON or text
-
-
-class _Declared(sa.types.UserDefinedType[Any]):
-    """A column type written into CREATE TABLE as given (from :func:`ddl_type`)."""
-
-    cache_ok = True
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return self.spec
-
-
-# -- values ------------------------------------------------------------------------------
-
-def _as_json_or_text(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, dict | list | tuple):
-        return json.dumps(v, ensure_ascii=False, default=str)
-    return str(v)
-
-
-def _sqlite_timestamp(v: dt.datetime) -> str:
-    if v.tzinfo is not None:
-        v = v.astimezone(dt.UTC).replace(tzinfo=None)
-    # Always with microseconds, like SQLAlchemy's SQLite DATETIME: text compares in order.
-    return v.isoformat(sep=" ", timespec="microseconds")
-
-
-def _sqlite_value(v: Any) -> Any:
-    """A Python value as SQLite stores it (dates as ISO text, decimals as exact text)."""
-    if isinstance(v, dt.datetime):
-        return _sqlite_timestamp(v)
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, dict | list | tuple | dt.time | dt.timedelta):
-        return _as_json_or_text(v)
-    return v
-
-
-def _normalized(col: pa.Array) -> pa.Array:
-    """A column whose ``to_pylist`` gives values the drivers take as they are."""
-    t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.dictionary_decode()
-        t = col.type
-    if pa.types.is_timestamp(t) and t.unit != "us":
-        col = col.cast(pa.timestamp("us", tz=t.tz), safe=False)
-    elif pa.types.is_date64(t):
-        col = col.cast(pa.date32())
-    elif pa.types.is_float16(t):
-        col = col.cast(pa.float32())
-    return col
-
-
-def _to_int(v: Any, t: pa.DataType) -> int:
-    if isinstance(v, bool | int):
-        return int(v)
-    if isinstance(v, float | Decimal) and v == int(v):
-        return int(v)
-    if isinstance(v, str):
-        return int(v.strip())
-    raise ValueError("not a whole number")
-
-
-def _to_float(v: Any, t: pa.DataType) -> float:
-    return float(v)
-
-
-def _to_decimal(v: Any, t: pa.DataType) -> Decimal:
-    # repr() of a float is its shortest exact decimal form: 0.1 reads as 0.1, not 0.1000..01
-    d = v if isinstance(v, Decimal) else Decimal(repr(v) if isinstance(v, float) else str(v))
-    return d.quantize(Decimal(1).scaleb(-t.scale), context=_DECIMAL_CONTEXT)
-
-
-def _to_string(v: Any, t: pa.DataType) -> str:
-    if isinstance(v, bytes | memoryview):
-        return bytes(v).decode("utf-8", errors="replace")
-    return _as_json_or_text(v)
-
-
-def _to_bool(v: Any, t: pa.DataType) -> bool:
-    if isinstance(v, str):
-        text = v.strip().lower()
-        if text in ("1", "t", "true", "y", "yes"):
-            return True
-        if text in ("0", "f", "false", "n", "no"):
-            return False
-        raise ValueError("not a boolean")
-    return bool(v)
-
-
-def _to_date(v: Any, t: pa.DataType) -> dt.date:
-    if isinstance(v, dt.datetime):
-        return v.date()
-    if isinstance(v, dt.date):
-        return v
-    return dt.date.fromisoformat(str(v).strip()[:10])
-
-
-def _to_timestamp(v: Any, t: pa.DataType) -> dt.datetime:
-    if isinstance(v, dt.datetime):
-        out = v
-    elif isinstance(v, dt.date):
-        out = dt.datetime.combine(v, dt.time())
-    else:
-        out = dt.datetime.fromisoformat(str(v).strip())
-    if t.tz is not None and out.tzinfo is None:
-        return out.replace(tzinfo=dt.UTC)  # SQLite keeps UTC without an offset
-    return out
-
-
-def _to_binary(v: Any, t: pa.DataType) -> bytes:
-    if isinstance(v, str):
-        return v.encode("utf-8")
-    return bytes(v)
-
-
-_FROM_DB: dict[str, Callable[[Any, pa.DataType], Any]] = {
-    "int": _to_int, "float": _to_float, "decimal": _to_decimal, "string": _to_string,
-    "bool": _to_bool, "date": _to_date, "timestamp": _to_timestamp, "binary": _to_binary,
-}
-#: Python types Arrow converts exactly for each kind (``int`` into int64 would truncate floats)
-_NATIVE: dict[str, tuple[type, ...]] = {
-    "int": (int,), "float": (float, int), "decimal": (Decimal,), "string": (str,),
-    "bool": (bool,), "date": (dt.date,), "timestamp": (dt.datetime,), "binary": (bytes,),
-}
-
-
-def _arrow_column(values: list[Any], t: pa.DataType, name: str) -> pa.Array:
-    kind = _kind(t)
-    native = _NATIVE.get(kind, ())
-    data = values
-    try:
-        if not all(v is None or type(v) in native for v in values):
-            conv: Callable[[Any, Any], Any] = _FROM_DB.get(kind, _to_string)
-            data = [None if v is None else conv(v, t) for v in values]
-        return pa.array(data, type=t)
-    except (ValueError, TypeError, ArithmeticError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise SchemaMismatchError(
-            f"column {safe_display(name)!r}: a value cannot be read as {t} ({e}); CAST the "
-            "column to the type you want in a query") from e
-
-
-def _infer_type(values: Sequence[Any]) -> pa.DataType | None:
-    """An Arrow type for values of an untyped (SQLite) query column, None if all are NULL."""
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return None
-    if kinds <= {int, bool}:
-        return pa.int64()
-    if kinds <= {int, bool, float}:
-        return pa.float64()
-    if kinds <= {bytes}:
-        return pa.binary()
-    return pa.string()
 
 
 # -- names -------------------------------------------------------------------------------
@@ -662,7 +368,7 @@ class SqlStore(TableStore):
                 return value.isoformat(sep=" ")
             if isinstance(value, Decimal):
                 return float(value)
-            return _sqlite_value(value)
+            return sqlite_value(value)
         return value
 
     def read(self, *, table: str | None = None, query: str | None = None,
@@ -735,7 +441,7 @@ class SqlStore(TableStore):
                                       "name each column once (AS ...)")
         schema: dict[str, pa.DataType | None] = dict.fromkeys(names)
         if self.dialect == "postgresql" and description is not None:
-            schema = {n: _pg_result_type(col) for n, col in zip(names, description, strict=True)}
+            schema = {n: pg_result_type(col) for n, col in zip(names, description, strict=True)}
         sql = f"SELECT * FROM ({inner}) AS q"
         params: list[sa.BindParameter[Any]] = []
         if watermark is not None:
@@ -762,7 +468,7 @@ class SqlStore(TableStore):
         while True:
             for i, n in enumerate(names):
                 if schema[n] is None:
-                    schema[n] = _infer_type([row[i] for rows in buffered for row in rows])
+                    schema[n] = infer_type([row[i] for rows in buffered for row in rows])
             if (all(t is not None for t in schema.values())
                     or len(buffered) >= LOOKAHEAD_BATCHES or len(buffered[-1]) < batch_rows):
                 return buffered
@@ -799,7 +505,7 @@ class SqlStore(TableStore):
     @staticmethod
     def _record_batch(rows: Sequence[Any], schema: pa.Schema) -> pa.RecordBatch:
         columns = list(zip(*rows, strict=True))
-        arrays = [_arrow_column(list(col), f.type, f.name)
+        arrays = [arrow_column(list(col), f.type, f.name)
                   for col, f in zip(columns, schema, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -890,7 +596,7 @@ class SqlStore(TableStore):
         existing = _pick(name_part, self._relations(insp, schema))
         created = existing is None
         if existing is None:
-            columns = [sa.Column(f.name, _Declared(ddl_type(f.type, self.dialect)),
+            columns = [sa.Column(f.name, Declared(ddl_type(f.type, self.dialect)),
                                  primary_key=f.name in keys, nullable=f.name not in keys,
                                  autoincrement=False)
                        for f in incoming]
@@ -916,8 +622,8 @@ class SqlStore(TableStore):
         wrong = []
         for f in incoming:
             have = target.columns[f.name]
-            kind = _kind(f.type)
-            if kind != "null" and kind not in _ACCEPTS.get(_kind(have), frozenset()):
+            kind = type_kind(f.type)
+            if kind != "null" and kind not in ACCEPTS.get(type_kind(have), frozenset()):
                 wrong.append(f"{f.name!r} ({f.type} into {have})")
         if wrong:
             raise SchemaMismatchError(
@@ -957,7 +663,7 @@ class SqlStore(TableStore):
                       names: list[str], keys: list[str]) -> int:
         for offset in range(0, batch.num_rows, WRITE_CHUNK_ROWS):
             chunk = batch.slice(offset, WRITE_CHUNK_ROWS)
-            columns = [self._db_values(_normalized(chunk.column(i))) for i in range(len(names))]
+            columns = [self._db_values(normalized(chunk.column(i))) for i in range(len(names))]
             rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
             if keys:
                 # One upsert statement must not touch a row twice: the last one wins.
@@ -968,13 +674,13 @@ class SqlStore(TableStore):
 
     def _db_values(self, col: pa.Array) -> list[Any]:
         values: list[Any] = col.to_pylist()
-        kind = _kind(col.type)
+        kind = type_kind(col.type)
         if self.dialect == "sqlite":
             if kind in ("date", "timestamp", "decimal", "other"):
-                return [None if v is None else _sqlite_value(v) for v in values]
+                return [None if v is None else sqlite_value(v) for v in values]
             return values
         if kind == "other":
-            return [None if v is None else _as_json_or_text(v) for v in values]
+            return [None if v is None else as_json_or_text(v) for v in values]
         return values
 
     # -- bookkeeping, check ---------------------------------------------------------------
