@@ -42,6 +42,8 @@ class SyncOutcome:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     table_version: int | None = None
     error: str | None = None
+    #: whether trying again later can succeed (a server that was down), when it failed
+    retriable: bool | None = None
     #: how the result was checked after the transfer (row counts, sizes, sha256)
     verified: str | None = None
     rows_read: int = 0
@@ -59,7 +61,7 @@ class SyncOutcome:
             "bytes": self.bytes, "skipped": self.skipped, "waiting": self.waiting,
             "quarantined": [{"path": p, "reason": r} for p, r in self.quarantined],
             "table_version": self.table_version, "error": self.error,
-            "verified": self.verified,
+            "retriable": self.retriable, "verified": self.verified,
         }
 
     def summarize_verification(self, what: str = "rows") -> None:

@@ -629,8 +629,9 @@ class SyncEngine:
             if out.quarantined:
                 out.status = "partial"
         except SiltaError as e:
-            out.status, out.error = "failed", str(e)
-            log.error("sync=%s failed: %s", conf.name, e)
+            out.status, out.error, out.retriable = "failed", str(e), e.retriable
+            log.error("sync=%s failed%s: %s", conf.name,
+                      " (retried on the next run)" if e.retriable else "", e)
         except Exception as e:  # a bug must not kill the agent; it is recorded and shown
             out.status, out.error = "failed", f"internal error: {type(e).__name__}: {e}"
             log.exception("sync=%s failed with an internal error", conf.name)

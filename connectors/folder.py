@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -13,7 +14,9 @@ import pyarrow as pa
 
 from connectors.abc import FileInfo, FileStore, Option
 from connectors.errors import NotFoundError, StoreError, UnsafeNameError
-from connectors.names import check_relative_path
+from connectors.names import check_relative_path, safe_display
+
+log = logging.getLogger("silta.folder")
 
 # Errors that can pass (a mount that hiccups); the rest need a person.
 _RETRIABLE_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE,
@@ -61,6 +64,12 @@ class FolderStore(FileStore):
             rel = p.relative_to(self.root).as_posix()
             if any(part.startswith(".") for part in rel.split("/")):
                 continue  # hidden files and Silta's own .silta-* folders
+            try:
+                check_relative_path(rel)
+            except UnsafeNameError:
+                # Control characters or backslashes in a name: never let it reach the lake.
+                log.warning("skipping %s: its name is unsafe", safe_display(rel))
+                continue
             try:
                 st = p.stat()
             except FileNotFoundError:
