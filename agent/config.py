@@ -617,6 +617,9 @@ def _sync_problems(sync: dict[str, Any], ctypes: dict[str, str]
         if publishes and sql_only:
             out.append((sql_only[0], "only for SQL sources; a publish reads the lake by "
                                      "Delta version"))
+        if not publishes and mode == "snapshot" and sync.get("watermark") is not None:
+            out.append(("watermark", 'mode = "snapshot" reads the whole table each run; '
+                                     'remove `watermark`, or use mode = "append" / "merge"'))
         if not publishes and mode == "append" and sync.get("watermark") is None:
             out.append(("watermark", 'mode = "append" from SQL needs `watermark = "column"` '
                                      "(or every run would add every row again); or use "

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from agent.config import SyncConfig
 from agent.outcome import ProgressCallback, SyncOutcome, SyncProgress
+from agent.sync import LINEAGE
 from connectors.abc import TableStore
 from connectors.errors import SchemaMismatchError, SiltaError, StoreError
 from connectors.formats import delta_schema
@@ -209,7 +210,14 @@ class TableIngestRun:
         count = 0
         wm = self.conf.watermark
         for batch in self._counted(reader):
+            if wm is not None and batch.column(wm).null_count:
+                # A row without a watermark value can never be told apart on a later run:
+                # leave it out (and say so) rather than land it again every time.
+                keep = pc.is_valid(batch.column(wm))
+                self.outcome.rows_invalid += batch.num_rows - pc.sum(keep).as_py()
+                batch = batch.filter(keep)
             table = self._drop_seen(batch, seen, since)
+            self.outcome.rows_skipped += batch.num_rows - table.num_rows
             if table.num_rows == 0:
                 continue
             buffer.append(table)
@@ -229,7 +237,13 @@ class TableIngestRun:
                 buffer, count = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
         if buffer and not self.cancel.is_set():
             self._commit_table(pa.concat_tables(buffer))
+        if self.outcome.rows_invalid:
+            log.warning("sync=%s %d row(s) have no %s value and were not landed; give them "
+                        "one (or use a sync without a watermark)", self.conf.name,
+                        self.outcome.rows_invalid, wm)
         if self.cancel.is_set():
+            # Read but not committed: the next run reads them again from the watermark.
+            self.outcome.rows_left += sum(t.num_rows for t in buffer)
             log.info("sync=%s stopping between batches (shutdown)", self.conf.name)
 
     def _commit_table(self, data: pa.Table) -> None:
@@ -245,7 +259,11 @@ class TableIngestRun:
                                   "watermark": encode_watermark(hi) if hi is not None else None}
         seq = self.state.plan_unit(self.conf.name, self.run_id, detail,
                                    min_seq=(done or 0) + 1)
-        target_schema = delta_schema(schema)
+        data_schema = delta_schema(schema)
+        lineage = self.conf.lineage_columns
+        target_schema = (pa.schema(list(data_schema) + list(LINEAGE)) if lineage
+                         else data_schema)
+        ingested_at = dt.datetime.now(dt.UTC)
         metadata = {
             "silta.sync": self.conf.name, "silta.source": self.source,
             "silta.run_id": self.run_id, "silta.agent": self.engine.agent_name,
@@ -254,13 +272,27 @@ class TableIngestRun:
             metadata[WATERMARK_KEY] = encode_watermark(hi)
         merge_schema = self.conf.schema_policy == "merge"
         written = 0
+        source_failure: list[SiltaError] = []
 
         def conformed() -> Iterator[pa.RecordBatch]:
             nonlocal written
-            for b in batches:
-                out = b.cast(target_schema) if b.schema != target_schema else b
-                written += out.num_rows
-                yield out
+            try:
+                for b in batches:
+                    out = b.cast(data_schema) if b.schema != data_schema else b
+                    if lineage:
+                        n = out.num_rows
+                        out = pa.RecordBatch.from_arrays(
+                            [*out.columns, pa.repeat(self.source, n),
+                             pa.repeat(pa.scalar(seq, pa.int64()), n),
+                             pa.repeat(pa.scalar(ingested_at, LINEAGE.field(2).type), n)],
+                            schema=target_schema)
+                    written += out.num_rows
+                    yield out
+            except SiltaError as e:
+                # Raised inside the Delta writer's stream it would come back as an Arrow
+                # error with a traceback in its text: keep the source's own error.
+                source_failure.append(e)
+                raise
 
         try:
             if self.conf.mode == "merge":
@@ -275,9 +307,12 @@ class TableIngestRun:
                     app_id=self.app_id, seq=seq, mode=mode, schema_merge=merge_schema,
                     metadata=metadata)
         except SiltaError as e:
+            failure = source_failure[0] if source_failure else e
             self.state.update_unit(self.conf.name, seq, status="failed", detail=detail,
-                                   error=str(e))
-            raise
+                                   error=str(failure))
+            if failure is e:
+                raise
+            raise failure from e
         rows_added = rows if rows is not None else written
         if result.already:
             entry = self.lake.find_commit(self.table, self.app_id, seq)

@@ -48,6 +48,12 @@ class SyncOutcome:
     verified: str | None = None
     rows_read: int = 0
     rows_checked: int = 0
+    #: rows read again that the target already held (a SQL source's overlap)
+    rows_skipped: int = 0
+    #: rows read but left for the next run (a stop between commits)
+    rows_left: int = 0
+    #: rows that cannot be landed safely (a SQL source's rows without a watermark value)
+    rows_invalid: int = 0
     mismatches: list[str] = field(default_factory=list)
 
     @property
@@ -66,10 +72,19 @@ class SyncOutcome:
 
     def summarize_verification(self, what: str = "rows") -> None:
         """Set ``verified`` from the counts: every unit checked, any mismatch named."""
+        accounted = self.rows_checked + self.rows_skipped + self.rows_left + self.rows_invalid
+        if self.rows_read != accounted and not self.mismatches:
+            self.mismatches.append(f"{what} read {self.rows_read}, but written "
+                                   f"{self.rows_checked} + skipped {self.rows_skipped} + left "
+                                   f"{self.rows_left} = {accounted}")
         if self.mismatches:
             self.verified = "MISMATCH: " + "; ".join(self.mismatches[:5])
-        elif self.rows_checked or self.batches:
-            quarantined = (f"; {len(self.quarantined)} file(s) quarantined"
-                           if self.quarantined else "")
+        elif self.rows_read or self.batches:
+            extra = "".join([
+                f" + {self.rows_skipped} already in the target" if self.rows_skipped else "",
+                f" + {self.rows_left} left for the next run" if self.rows_left else "",
+                f" + {self.rows_invalid} without a watermark value (not landed)"
+                if self.rows_invalid else "",
+                f"; {len(self.quarantined)} file(s) quarantined" if self.quarantined else ""])
             self.verified = (f"ok: {what} read {self.rows_read} = written "
-                             f"{self.rows_checked}{quarantined}")
+                             f"{self.rows_checked}{extra}")

@@ -71,8 +71,16 @@ def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema
 
 def _from_cdf(table: DeltaTable, start: int, end: int, schema: pa.Schema
               ) -> Iterator[pa.RecordBatch]:
+    # One version at a time: the feed of a range comes in no particular version order,
+    # and an upsert downstream must see a key's updates oldest first.
+    for version in range(start, end + 1):
+        yield from _cdf_version(table, version, schema)
+
+
+def _cdf_version(table: DeltaTable, version: int, schema: pa.Schema
+                 ) -> Iterator[pa.RecordBatch]:
     feed = pa.RecordBatchReader.from_stream(
-        table.load_cdf(starting_version=start, ending_version=end))
+        table.load_cdf(starting_version=version, ending_version=version))
     wanted = pa.array(["insert", "update_postimage"])
     for raw in feed:
         batch = _no_views(raw)

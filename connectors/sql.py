@@ -420,7 +420,13 @@ class SqlStore(TableStore):
             if watermark not in names:
                 raise NotFoundError("column", watermark,
                                     f"table {table}: {_closest(watermark, names, 'column')}")
-            wm = t.c[watermark]
+            wm: Any = t.c[watermark]
+            wm_type = dict(columns).get(watermark)
+            if self.dialect == "sqlite" and wm_type is not None and (
+                    pa.types.is_timestamp(wm_type) or pa.types.is_date(wm_type)):
+                # SQLite compares times as text: '2024-03-01T10:00' sorts after
+                # '2024-03-01 10:00', so compare one spelling, or old rows look new.
+                wm = sa.func.replace(wm, "T", " ")
             if since is not None:
                 stmt = stmt.where(wm >= sa.bindparam("since", self._bind(since),
                                                      type_=sa.types.NullType()))
@@ -449,11 +455,15 @@ class SqlStore(TableStore):
                 raise NotFoundError("column", watermark,
                                     f"the query returns {_closest(watermark, names, 'column')}")
             quoted = _escape_colons(conn.dialect.identifier_preparer.quote_identifier(watermark))
+            if self.dialect == "sqlite" and isinstance(since, dt.date):
+                sql_col = f"replace(q.{quoted}, 'T', ' ')"  # one spelling of times (above)
+            else:
+                sql_col = f"q.{quoted}"
             if since is not None:
-                sql += f" WHERE q.{quoted} >= :since"
+                sql += f" WHERE {sql_col} >= :since"
                 params.append(sa.bindparam("since", self._bind(since),
                                            type_=sa.types.NullType()))
-            sql += f" ORDER BY q.{quoted}"
+            sql += f" ORDER BY {sql_col}"
         return sa.text(sql).bindparams(*params), schema
 
     def _look_ahead(self, result: sa.CursorResult[Any], buffered: list[Sequence[Any]],

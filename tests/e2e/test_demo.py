@@ -88,7 +88,7 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
             for k, t in tables.items()} == {
         "raw/survey_responses": (0, 2400, 12, "WRITE"),
         "raw/coded_sample": (0, coded_rows, 6, "WRITE"),
-        "raw/enterprises": (0, 300, 6, "WRITE"),
+        "raw/enterprises": (0, 300, 9, "WRITE"),
     }
 
     survey, coded = lake / "raw" / "survey_responses", lake / "raw" / "coded_sample"
