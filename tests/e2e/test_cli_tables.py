@@ -61,11 +61,13 @@ def test_agent_run_once_json(lake: Lake) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", run_id)
     assert first[0] == {"sync": "t", "status": "ok", "batches": 1, "files": 1, "rows": 3,
                         "bytes": len(lake.first), "skipped": 0, "waiting": 0,
-                        "quarantined": [], "table_version": 0, "error": None}
+                        "quarantined": [], "table_version": 0, "error": None,
+                        "retriable": None, "verified": "ok: rows read 3 = written 3"}
     second[0].pop("run_id")
     assert second[0] == {"sync": "t", "status": "ok", "batches": 1, "files": 1, "rows": 4,
                          "bytes": len(lake.second), "skipped": 0, "waiting": 0,
-                         "quarantined": [], "table_version": 1, "error": None}
+                         "quarantined": [], "table_version": 1, "error": None,
+                         "retriable": None, "verified": "ok: rows read 4 = written 4"}
 
 
 def test_sync_list_json(lake: Lake) -> None:
@@ -92,6 +94,7 @@ def test_status_json_before_any_run(tmp_path: Path) -> None:
         "syncs": [{"sync": "s", "enabled": True, "schedule": None, "watch": False,
                    "last_run": None, "outcome": None, "files": None, "rows": None,
                    "error": None, "total_files": 0, "total_rows": 0, "quarantined": 0,
+                   "direction": "ingest", "verified": None,
                    "table": "raw/t", "table_version": None}],
     }
 
@@ -112,10 +115,13 @@ def test_status_json_after_runs(lake: Lake) -> None:
     assert ISO.match(t.pop("last_run")), t
     assert t == {"sync": "t", "enabled": True, "schedule": None, "watch": False,
                  "outcome": "ok", "files": 1, "rows": 4, "error": None, "total_files": 2,
-                 "total_rows": 7, "quarantined": 0, "table": "raw/t", "table_version": 1}
+                 "total_rows": 7, "quarantined": 0, "direction": "ingest",
+                 "verified": "ok: rows read 4 = written 4", "table": "raw/t",
+                 "table_version": 1}
     assert off == {"sync": "off", "enabled": False, "schedule": "*/5 * * * *", "watch": True,
                    "last_run": None, "outcome": None, "files": None, "rows": None,
                    "error": None, "total_files": 0, "total_rows": 0, "quarantined": 0,
+                   "direction": "ingest", "verified": None,
                    "table": "raw/off", "table_version": None}
 
 
