@@ -314,7 +314,9 @@ class DeltaLake:
                                 writer_properties=WRITER,
                                 commit_properties=self._props(app_id, seq, metadata, commit_id,
                                                               retries=0))
-                return self._landed(name, app_id, seq)
+                landed = self._landed(name, app_id, seq)
+                return CommitResult(landed.version, already=False,
+                                    rows=self._rows_added(name, landed.version))
             done = table.transaction_version(app_id)
             if done is not None and done >= seq:
                 return CommitResult(self._version_of(name, app_id, seq, table), already=True)
@@ -327,7 +329,17 @@ class DeltaLake:
         except Exception as e:
             return self._after_error(e, name, app_id, seq, commit_id, creating=table is None)
         # The write moved ``table`` to the version it committed: no history lookup needed.
-        return CommitResult(table.version(), already=False)
+        version = table.version()
+        return CommitResult(version, already=False, rows=self._rows_added(name, version))
+
+    def _rows_added(self, name: str, version: int) -> int | None:
+        """The rows a commit reports it added (its own metrics), for the caller's check."""
+        try:
+            infos = self._commit_infos(name, version, 1)
+        except Exception:  # the check is a courtesy; the commit itself stands
+            return None
+        rows = history_summary(infos[0])["rows_added"] if infos else None
+        return int(rows) if isinstance(rows, int | float) else None
 
     def merge_batch(self, name: str, data: pa.Table, *, keys: list[str], app_id: str,
                     seq: int, schema_merge: bool, metadata: Mapping[str, str]) -> CommitResult:

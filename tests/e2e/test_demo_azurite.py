@@ -2,7 +2,7 @@
 
 The account key reaches Silta only through ``${AZ_KEY}``; no output may contain it. The
 tables are checked with a second, fresh deltalake reader and by listing the blobs
-themselves: DuckDB's azure extension cannot be installed on this offline machine.
+themselves (DuckDB reads remote tables in tests/connectors/test_lake_cloud.py).
 """
 
 from __future__ import annotations
