@@ -50,6 +50,8 @@ class SyncOutcome:
     rows_checked: int = 0
     #: rows read again that the target already held (a SQL source's overlap)
     rows_skipped: int = 0
+    #: rows of a merge batch whose key came again later in the batch (the last one is kept)
+    rows_duplicate: int = 0
     #: rows read but left for the next run (a stop between commits)
     rows_left: int = 0
     #: rows that cannot be landed safely (a SQL source's rows without a watermark value)
@@ -72,16 +74,18 @@ class SyncOutcome:
 
     def summarize_verification(self, what: str = "rows") -> None:
         """Set ``verified`` from the counts: every unit checked, any mismatch named."""
-        accounted = self.rows_checked + self.rows_skipped + self.rows_left + self.rows_invalid
+        accounted = (self.rows_checked + self.rows_skipped + self.rows_duplicate
+                     + self.rows_left + self.rows_invalid)
         if self.rows_read != accounted and not self.mismatches:
-            self.mismatches.append(f"{what} read {self.rows_read}, but written "
-                                   f"{self.rows_checked} + skipped {self.rows_skipped} + left "
-                                   f"{self.rows_left} = {accounted}")
+            self.mismatches.append(f"{what} read {self.rows_read}, but accounted for "
+                                   f"{accounted} (written {self.rows_checked})")
         if self.mismatches:
             self.verified = "MISMATCH: " + "; ".join(self.mismatches[:5])
         elif self.rows_read or self.batches:
             extra = "".join([
                 f" + {self.rows_skipped} already in the target" if self.rows_skipped else "",
+                f" + {self.rows_duplicate} repeated key(s), the last kept"
+                if self.rows_duplicate else "",
                 f" + {self.rows_left} left for the next run" if self.rows_left else "",
                 f" + {self.rows_invalid} without a watermark value (not landed)"
                 if self.rows_invalid else "",

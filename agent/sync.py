@@ -552,12 +552,20 @@ class _SyncRun:
             entry = self.lake.find_commit(self.table, self.app_id, seq)
             rows = history_summary(entry)["rows_added"] if entry else None
         self.state.mark_committed(self.conf.name, seq, version=result.version, rows=rows)
-        self.outcome.rows_read += stream.rows
-        self.outcome.rows_checked += rows if rows is not None else stream.rows
-        if (not result.already and rows is not None and rows != stream.rows
-                and self.conf.mode != "merge"):
-            self.outcome.mismatches.append(f"batch {seq}: read {stream.rows} rows, the commit "
-                                           f"holds {rows}")
+        out = self.outcome
+        if result.already:  # landed by an earlier attempt: nothing was read this time
+            out.rows_read += rows or 0
+            out.rows_checked += rows or 0
+        else:
+            written = rows if rows is not None else stream.rows
+            out.rows_read += stream.rows
+            out.rows_checked += written
+            if self.conf.mode == "merge":
+                # A key repeated within the batch keeps its last row (dedupe_last).
+                out.rows_duplicate += stream.rows - written
+            elif written != stream.rows:
+                out.mismatches.append(f"batch {seq}: read {stream.rows} rows, the commit "
+                                      f"holds {written}")
         self.outcome.batches += 1
         self.outcome.files += len(files)
         self.outcome.rows += rows or 0
