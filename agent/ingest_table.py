@@ -16,7 +16,6 @@ import decimal
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent.config import SyncConfig
-from agent.outcome import ProgressCallback, SyncOutcome, SyncProgress
+from agent.outcome import ProgressCallback
+from agent.runner import SyncRunner
 from agent.sync import LINEAGE
 from connectors.abc import TableStore
 from connectors.errors import SchemaMismatchError, SiltaError, StoreError
@@ -80,36 +80,17 @@ def lower_by(value: Any, overlap: float) -> Any:
     return value  # text: only the boundary value itself is read again
 
 
-class TableIngestRun:
+class TableIngestRun(SyncRunner):
     """One run of a SQL -> lake sync."""
 
     def __init__(self, engine: SyncEngine, conf: SyncConfig, run_id: str,
                  cancel: threading.Event, on_progress: ProgressCallback | None) -> None:
-        self.engine = engine
-        self.conf = conf
-        self.run_id = run_id
-        self.cancel = cancel
-        self.state = engine.state
-        self.lake = engine.lake
+        super().__init__(engine, conf, run_id, cancel, on_progress)
         store = engine.store_for(conf.connector)
         assert isinstance(store, TableStore)
         self.store = store
-        self.app_id = f"silta/{conf.name}"
-        self.table = conf.table
-        self.outcome = SyncOutcome(conf.name, run_id)
-        self.progress = SyncProgress(conf.name)
-        self.on_progress = on_progress
-        self._last_emit = 0.0
         self.source = (f"{conf.connector}:{conf.pattern}" if conf.pattern
                        else f"{conf.connector}:(query)")
-
-    def emit(self, force: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        t = time.monotonic()
-        if force or t - self._last_emit > 0.2:
-            self._last_emit = t
-            self.on_progress(self.progress)
 
     # -- the run ----------------------------------------------------------------------
     def execute(self) -> None:

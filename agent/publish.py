@@ -22,14 +22,14 @@ import hashlib
 import logging
 import posixpath
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from agent.config import SyncConfig
-from agent.outcome import ProgressCallback, SyncOutcome, SyncProgress
+from agent.outcome import ProgressCallback
+from agent.runner import SyncRunner
 from connectors.abc import FileInfo, FileStore, TableStore
 from connectors.errors import SiltaError, StoreError
 from connectors.formats import write_chunks
@@ -45,30 +45,13 @@ LINEAGE_PREFIX = "_silta_"
 VERIFY_CHUNK = 4 << 20
 
 
-class PublishRun:
+class PublishRun(SyncRunner):
     """One run of one publish sync (lake -> on-prem)."""
 
     def __init__(self, engine: SyncEngine, conf: SyncConfig, run_id: str,
                  cancel: threading.Event, on_progress: ProgressCallback | None) -> None:
-        self.engine = engine
-        self.conf = conf
-        self.run_id = run_id
-        self.cancel = cancel
-        self.state = engine.state
-        self.lake = engine.lake
+        super().__init__(engine, conf, run_id, cancel, on_progress)
         self.store = engine.store_for(conf.connector)
-        self.outcome = SyncOutcome(conf.name, run_id)
-        self.progress = SyncProgress(conf.name)
-        self.on_progress = on_progress
-        self._last_emit = 0.0
-
-    def emit(self, force: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        t = time.monotonic()
-        if force or t - self._last_emit > 0.2:
-            self._last_emit = t
-            self.on_progress(self.progress)
 
     # -- the run ----------------------------------------------------------------------
     def execute(self) -> None:

@@ -29,12 +29,13 @@ import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
 from agent.config import LoadedConfig, SyncConfig
-from agent.outcome import ProgressCallback, SyncOutcome, SyncProgress
+from agent.outcome import ProgressCallback, SyncOutcome
+from agent.runner import SyncRunner
 from agent.state import FileEntry, StateStore
 from agent.stores import Store
 from connectors.abc import FileInfo, FileStore, TableStore
@@ -150,39 +151,19 @@ class _Stream:
         return pa.RecordBatchReader.from_batches(self.schema, self.batches())
 
 
-class _SyncRun:
-    """One run of one sync (state for the duration of :meth:`SyncEngine.run`)."""
+class _SyncRun(SyncRunner):
+    """One run of a files -> lake sync."""
 
     def __init__(self, engine: SyncEngine, conf: SyncConfig, run_id: str,
                  cancel: threading.Event, on_progress: ProgressCallback | None) -> None:
-        self.engine = engine
-        self.conf = conf
-        self.run_id = run_id
-        self.cancel = cancel
-        self.state = engine.state
-        self.lake = engine.lake
+        super().__init__(engine, conf, run_id, cancel, on_progress)
         store = engine.store_for(conf.connector)
         assert isinstance(store, FileStore)
         self.store = store
-        self.app_id = f"silta/{conf.name}"
-        self.table = conf.table
         self.fmt: Format = conf.file_format
         self.csv: CsvFormat | None = conf.csv.to_format() if conf.format == "csv" else None
-        self.outcome = SyncOutcome(conf.name, run_id)
-        self.progress = SyncProgress(conf.name)
-        self.on_progress = on_progress
         self.widened: dict[str, pa.DataType] = {}
         self.small: dict[str, pa.Table] = {}  # files of the current batch read whole
-        self._last_emit = 0.0
-
-    # -- progress ---------------------------------------------------------------------
-    def emit(self, force: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        t = time.monotonic()
-        if force or t - self._last_emit > 0.2:
-            self._last_emit = t
-            self.on_progress(self.progress)
 
     # -- steps ------------------------------------------------------------------------
     def execute(self) -> None:
@@ -615,7 +596,7 @@ class SyncEngine:
             lock.release()
 
     def _runner(self, conf: SyncConfig, run_id: str, cancel: threading.Event,
-                on_progress: ProgressCallback | None) -> _Runner:
+                on_progress: ProgressCallback | None) -> SyncRunner:
         """The kind of run this sync needs: files in, table rows in, or a publish."""
         from agent.ingest_table import TableIngestRun
         from agent.publish import PublishRun
@@ -660,11 +641,3 @@ class SyncEngine:
             table_version=out.table_version, verified=out.verified,
             error=out.error or ("; ".join(f"{p}: {r}" for p, r in out.quarantined) or None))
         return out
-
-
-class _Runner(Protocol):
-    outcome: SyncOutcome
-
-    def execute(self) -> None: ...
-
-    def emit(self, force: bool = False) -> None: ...
