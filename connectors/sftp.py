@@ -21,6 +21,11 @@
 - Names are untrusted both ways: paths given to the store are checked, and names the server
   lists that carry control characters or backslashes are skipped with a warning; symlinks
   leading outside ``root`` are never listed, read through or written through.
+
+This module is what a reader of the connector needs: the store, its retry policy,
+connecting and the translation of errors. The paramiko plumbing (connections, leased
+channels, replies) is in :mod:`connectors._sftp_session`; the pipelined read stream and
+upload in :mod:`connectors._sftp_stream`.
 """
 
 from __future__ import annotations
@@ -33,11 +38,9 @@ import logging
 import posixpath
 import socket
 import stat as st
-import struct
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar, cast
@@ -45,28 +48,24 @@ from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 import paramiko
 from paramiko.sftp import (
     CMD_CLOSE,
-    CMD_DATA,
     CMD_EXTENDED,
-    CMD_HANDLE,
-    CMD_INIT,
-    CMD_OPEN,
-    CMD_READ,
-    CMD_STATUS,
-    CMD_VERSION,
-    CMD_WRITE,
-    SFTP_EOF,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_EXCL,
     SFTP_FLAG_READ,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
-    SFTP_NO_SUCH_FILE,
-    SFTP_OK,
-    SFTP_PERMISSION_DENIED,
     SFTPError,
-    int64,
 )
 
+from connectors._sftp_session import (
+    Connection,
+    RejectUnknownHost,
+    Session,
+    SftpClient,
+    Transport,
+    connection_lost,
+    inside,
+    join,
+    mtime_ns,
+    open_handle,
+)
+from connectors._sftp_stream import ReadStream, abort_upload, create_file, write_handle
 from connectors.abc import FileInfo, FileStore, Option
 from connectors.errors import AuthError, NotFoundError, SiltaError, StoreError, UnsafeNameError
 from connectors.names import check_relative_path, safe_display
@@ -75,142 +74,10 @@ log = logging.getLogger("silta.sftp")
 
 T = TypeVar("T")
 
-# Errors of the network, not of a file: the connection is given up and the work retried.
-_NET_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
-               errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
-               errno.EHOSTDOWN, errno.ENOTCONN, errno.ESHUTDOWN}
 _BACKOFF_MAX = 30.0
 _MAX_IDLE_CHANNELS = 4
 #: the SFTP v3 draft's minimum; servers announce more through limits@openssh.com
 _MIN_REQUEST = 32_768
-
-
-class _RejectUnknownHost(paramiko.RejectPolicy):  # type: ignore[misc]
-    """RejectPolicy that keeps the offered key, so the error can show its fingerprint."""
-
-    offered: Any = None
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        self.offered = key
-        super().missing_host_key(client, hostname, key)
-
-
-class _Transport(paramiko.Transport):  # type: ignore[misc]
-    # AES-GCM first: paramiko computes the MAC of the CTR ciphers in Python per packet,
-    # which cost a third of the read throughput here (bench/sftp_throughput.py).
-    _preferred_ciphers = (
-        "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
-        *(c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c),
-    )
-
-
-class _SftpClient(paramiko.SFTPClient):  # type: ignore[misc]
-    """paramiko's client, keeping the extensions the server announces (fsync, limits)."""
-
-    extensions: dict[str, bytes]
-
-    def _send_version(self) -> int:
-        msg = paramiko.Message()
-        msg.add_int(3)
-        self._send_packet(CMD_INIT, msg)
-        t, data = self._read_packet()
-        if t != CMD_VERSION:
-            raise SFTPError("Incompatible sftp protocol")
-        version: int = struct.unpack(">I", data[:4])[0]
-        self.extensions = {}
-        pos = 4
-        while pos + 4 <= len(data):
-            (n,) = struct.unpack(">I", data[pos:pos + 4])
-            name = data[pos + 4:pos + 4 + n]
-            pos += 4 + n
-            if pos + 4 > len(data):
-                break
-            (m,) = struct.unpack(">I", data[pos:pos + 4])
-            self.extensions[name.decode("utf-8", "replace")] = data[pos + 4:pos + 4 + m]
-            pos += 4 + m
-        return version
-
-
-class _Replies:
-    """Receives replies to pipelined requests (paramiko hands them to ``_async_response``)."""
-
-    def __init__(self) -> None:
-        self.done: dict[int, tuple[int, Any]] = {}
-        self.ignored: set[int] = set()
-
-    def _async_response(self, t: int, msg: Any, num: int) -> None:
-        if num in self.ignored:
-            self.ignored.discard(num)
-        else:
-            self.done[num] = (t, msg)
-
-
-class _Connection:
-    """One SSH connection; ``leases`` channels are out, ``stale`` once it was given up."""
-
-    def __init__(self, client: Any, root: str = "") -> None:
-        self.client = client
-        self.transport = client.get_transport()
-        self.banner: str = self.transport.remote_version
-        self.root = root
-        self.leases = 0
-        self.stale = False
-        self.limits: tuple[int, int] | None = None
-        #: folders already seen to lie inside the root (symlinks resolved)
-        self.inside: set[str] = set()
-
-    def alive(self) -> bool:
-        return not self.stale and bool(self.transport.is_active())
-
-
-class _Session:
-    """A leased SFTP channel; ``broken`` when replies are outstanding or it failed."""
-
-    def __init__(self, conn: _Connection, sftp: Any, max_read: int, max_write: int) -> None:
-        self.conn = conn
-        self.sftp = sftp
-        self.max_read = max_read
-        self.max_write = max_write
-        self.fsync = "fsync@openssh.com" in sftp.extensions
-        self.posix_rename = "posix-rename@openssh.com" in sftp.extensions
-        self.broken = False
-        #: an error raised by the chunks a caller gave to write_atomic (not translated)
-        self.caller_error: BaseException | None = None
-
-    def usable(self) -> bool:
-        return not self.broken and self.conn.alive() and not self.sftp.sock.closed
-
-    def wait(self, replies: _Replies, num: int) -> tuple[int, Any]:
-        while num not in replies.done:
-            self.sftp._read_response()
-        return replies.done.pop(num)
-
-    def close(self) -> None:
-        try:
-            self.sftp.close()
-        except Exception as e:  # closing what is already gone
-            log.debug("closing an SFTP channel: %s", e)
-
-
-def _status_error(code: int, text: str) -> OSError:
-    """The OSError paramiko raises for an SFTP status reply."""
-    if code == SFTP_NO_SUCH_FILE:
-        return OSError(errno.ENOENT, text)
-    if code == SFTP_PERMISSION_DENIED:
-        return OSError(errno.EACCES, text)
-    return OSError(text)
-
-
-def _mtime_ns(attr: Any) -> int:
-    return int(attr.st_mtime or 0) * 1_000_000_000
-
-
-def _inside(root: str, real: str) -> bool:
-    return real == root or real.startswith(root.rstrip("/") + "/")
-
-
-def _join(folder: str, name: str) -> str:
-    return f"{folder}/{name}" if folder else name
 
 
 class SftpStore(FileStore):
@@ -257,8 +124,8 @@ class SftpStore(FileStore):
         #: first delay of the exponential backoff (the first retry is immediate)
         self.backoff_seconds = 0.5
         self._lock = threading.Lock()  # guards the connection and the channel pool
-        self._conn: _Connection | None = None
-        self._idle: list[_Session] = []
+        self._conn: Connection | None = None
+        self._idle: list[Session] = []
 
     def __repr__(self) -> str:
         return f"SftpStore({self._where!r}, root={self.root!r})"
@@ -278,7 +145,7 @@ class SftpStore(FileStore):
     def stat(self, path: str) -> FileInfo | None:
         check_relative_path(path)
 
-        def stat(s: _Session, _: int) -> FileInfo | None:
+        def stat(s: Session, _: int) -> FileInfo | None:
             try:
                 self._folders(s, path)
                 attr = self._follow(s, path, s.sftp.lstat(self._remote(s, path)))
@@ -291,21 +158,24 @@ class SftpStore(FileStore):
                 return None  # not a file of this store (never listed either)
             if attr is None or not st.S_ISREG(attr.st_mode or 0):
                 return None
-            return FileInfo(path, attr.st_size or 0, _mtime_ns(attr))
+            return FileInfo(path, attr.st_size or 0, mtime_ns(attr))
 
         return self._call("stat", path, stat)
 
     def open_read(self, path: str) -> BinaryIO:
         check_relative_path(path)
 
-        def open_(s: _Session, _: int) -> _ReadStream:
+        def open_(s: Session, _: int) -> ReadStream:
             self._folders(s, path)
             remote = self._remote(s, path)
             attr = self._follow(s, path, s.sftp.lstat(remote))
             if attr is None or not st.S_ISREG(attr.st_mode or 0):
                 raise NotFoundError("file", path, "it is not a regular file")
-            handle = _open_handle(s, remote, SFTP_FLAG_READ)
-            return _ReadStream(self, s, handle, attr.st_size or 0, path)
+            handle = open_handle(s, remote, SFTP_FLAG_READ)
+            return ReadStream(
+                s, handle, attr.st_size or 0, path, read_ahead=self.READ_AHEAD,
+                fail=lambda e: self._translate("reading", path, e, s),
+                release=lambda reusable: self._release(s, reusable=reusable))
 
         # The stream keeps the channel until it is closed.
         raw = self._call("opening", path, open_, keep=True)
@@ -316,27 +186,27 @@ class SftpStore(FileStore):
         check_relative_path(path)
         folder, base = posixpath.split(path)
         tmp_rel = (check_relative_path(tmp_name, what="temporary name") if tmp_name is not None
-                   else _join(folder, f".{base}.{uuid.uuid4().hex[:8]}.silta.tmp"))
+                   else join(folder, f".{base}.{uuid.uuid4().hex[:8]}.silta.tmp"))
         started = False
         leftover = False
 
-        def upload(s: _Session, _: int) -> FileInfo:
+        def upload(s: Session, _: int) -> FileInfo:
             nonlocal started, leftover
             self._folders(s, path, create=True)
             self._folders(s, tmp_rel, create=True)
             remote_tmp = self._remote(s, tmp_rel)
-            handle = self._create(s, remote_tmp)
+            handle = create_file(s, remote_tmp)
             started = True  # the chunks are being consumed: no retry from here on
             try:
-                self._write_handle(s, handle, chunks)
+                write_handle(s, handle, chunks, read_ahead=self.READ_AHEAD)
                 if s.fsync:
                     s.sftp._request(CMD_EXTENDED, "fsync@openssh.com", handle)
                 s.sftp._request(CMD_CLOSE, handle)
                 attr = s.sftp.stat(remote_tmp)
             except BaseException as e:
-                leftover = not self._abort_upload(s, handle, remote_tmp, e)
+                leftover = not abort_upload(s, handle, remote_tmp, e)
                 raise
-            return FileInfo(tmp_rel, attr.st_size or 0, _mtime_ns(attr))
+            return FileInfo(tmp_rel, attr.st_size or 0, mtime_ns(attr))
 
         try:
             staged = self._call("writing", path, upload, retry=lambda: not started)
@@ -361,7 +231,7 @@ class SftpStore(FileStore):
         check_relative_path(src)
         check_relative_path(dst)
 
-        def move(s: _Session, attempt: int) -> None:
+        def move(s: Session, attempt: int) -> None:
             self._folders(s, src)
             self._folders(s, dst, create=True)
             self._rename(s, src, dst, attempt)
@@ -371,7 +241,7 @@ class SftpStore(FileStore):
     def delete(self, path: str) -> None:
         check_relative_path(path)
 
-        def delete(s: _Session, _: int) -> None:
+        def delete(s: Session, _: int) -> None:
             self._folders(s, path)
             try:
                 s.sftp.remove(self._remote(s, path))
@@ -382,7 +252,7 @@ class SftpStore(FileStore):
         self._call("deleting", path, delete)
 
     def check(self) -> str:
-        def ping(s: _Session, _: int) -> tuple[str, str, float]:
+        def ping(s: Session, _: int) -> tuple[str, str, float]:
             started = time.perf_counter()
             s.sftp.stat(s.conn.root)
             return s.conn.banner, s.conn.root, time.perf_counter() - started
@@ -401,7 +271,7 @@ class SftpStore(FileStore):
             self._idle.clear()
 
     # -- the one retry policy ------------------------------------------------------------
-    def _call(self, action: str, path: str, fn: Callable[[_Session, int], T], *,
+    def _call(self, action: str, path: str, fn: Callable[[Session, int], T], *,
               retry: bool | Callable[[], bool] = True, keep: bool = False) -> T:
         """Run ``fn`` on a leased channel; transient failures are retried with backoff.
 
@@ -423,7 +293,7 @@ class SftpStore(FileStore):
                 time.sleep(delay)
                 attempt += 1
 
-    def _attempt(self, action: str, path: str, fn: Callable[[_Session, int], T],
+    def _attempt(self, action: str, path: str, fn: Callable[[Session, int], T],
                  attempt: int, keep: bool) -> T:
         s = self._acquire()
         done = False
@@ -445,7 +315,7 @@ class SftpStore(FileStore):
                 self._release(s, reusable=not s.broken)
 
     # -- connection and channel pool -------------------------------------------------------
-    def _acquire(self) -> _Session:
+    def _acquire(self) -> Session:
         with self._lock:
             conn = self._conn
             if conn is None or not conn.alive():
@@ -469,7 +339,7 @@ class SftpStore(FileStore):
             conn.leases += 1
             return s
 
-    def _release(self, s: _Session, *, reusable: bool) -> None:
+    def _release(self, s: Session, *, reusable: bool) -> None:
         with self._lock:
             s.conn.leases -= 1
             if reusable and s.usable() and s.conn is self._conn and (
@@ -482,11 +352,11 @@ class SftpStore(FileStore):
             if s.conn.stale and s.conn.leases <= 0:
                 s.conn.client.close()
 
-    def _retire(self, conn: _Connection) -> None:
+    def _retire(self, conn: Connection) -> None:
         with self._lock:
             self._retire_locked(conn)
 
-    def _retire_locked(self, conn: _Connection) -> None:
+    def _retire_locked(self, conn: Connection) -> None:
         """Give a connection up; it is closed once its last channel comes back."""
         conn.stale = True
         if self._conn is conn:
@@ -501,7 +371,7 @@ class SftpStore(FileStore):
         if conn.leases <= 0:
             conn.client.close()
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> Connection:
         """Log in, check the host key, resolve the root. Called with the lock held."""
         pkey = self._load_key()
         client = paramiko.SSHClient()
@@ -517,7 +387,7 @@ class SftpStore(FileStore):
         except (OSError, paramiko.SSHException) as e:
             raise AuthError(f"known_hosts file {str(self.known_hosts)!r} cannot be read: "
                             f"{self._text(e)}") from e
-        policy = _RejectUnknownHost()
+        policy = RejectUnknownHost()
         client.set_missing_host_key_policy(policy)
         t = self.timeout_seconds
         try:
@@ -528,8 +398,8 @@ class SftpStore(FileStore):
                 password=None if self.key_file is not None else self._password,
                 timeout=t, banner_timeout=t, auth_timeout=t, channel_timeout=t,
                 allow_agent=self.key_file is None and self._password is None,
-                look_for_keys=False, transport_factory=_Transport)
-            conn = _Connection(client)
+                look_for_keys=False, transport_factory=Transport)
+            conn = Connection(client)
             conn.transport.set_keepalive(30)
             s = self._open_channel(conn)
             try:
@@ -568,7 +438,7 @@ class SftpStore(FileStore):
             raise AuthError(f"{where} cannot be read (wrong passphrase, or not an OpenSSH "
                             f"or PEM private key): {self._text(e)}") from e
 
-    def _open_channel(self, conn: _Connection) -> _Session:
+    def _open_channel(self, conn: Connection) -> Session:
         t = self.timeout_seconds
         chan = conn.transport.open_session(window_size=self.WINDOW_SIZE,
                                            max_packet_size=self.MAX_PACKET, timeout=t)
@@ -581,7 +451,7 @@ class SftpStore(FileStore):
         try:
             chan.invoke_subsystem("sftp")
             watchdog.cancel()
-            sftp = _SftpClient(chan)  # the version exchange is bounded by the timeout
+            sftp = SftpClient(chan)  # the version exchange is bounded by the timeout
             limits = conn.limits
             if limits is None:
                 limits = (_MIN_REQUEST, _MIN_REQUEST)
@@ -597,9 +467,9 @@ class SftpStore(FileStore):
             raise
         max_read = max(_MIN_REQUEST, min(self.REQUEST_SIZE, limits[0]))
         max_write = max(_MIN_REQUEST, min(self.REQUEST_SIZE, limits[1]))
-        return _Session(conn, sftp, max_read, max_write)
+        return Session(conn, sftp, max_read, max_write)
 
-    def _resolve_root(self, s: _Session) -> str:
+    def _resolve_root(self, s: Session) -> str:
         try:
             root: str = s.sftp.normalize(self.root)
             attr = s.sftp.stat(root)
@@ -648,20 +518,10 @@ class SftpStore(FileStore):
                              "or password (no SSH agent key was offered)")
         return self._translate("connecting", "", e)
 
-    def _connection_lost(self, e: BaseException, s: _Session | None) -> bool:
-        if isinstance(e, (EOFError, paramiko.SSHException, SFTPError, TimeoutError,
-                          ConnectionError, socket.gaierror,
-                          paramiko.ssh_exception.NoValidConnectionsError)):
-            return True
-        if isinstance(e, OSError) and e.errno in _NET_ERRNOS:
-            return True
-        # paramiko raises a bare OSError("Socket is closed") on a channel that died.
-        return s is not None and (not s.conn.transport.is_active() or s.sftp.sock.closed)
-
     def _translate(self, action: str, path: str, e: BaseException,
-                   s: _Session | None = None) -> SiltaError:
+                   s: Session | None = None) -> SiltaError:
         what = f"{action} {path!r}" if path else action
-        if self._connection_lost(e, s):
+        if connection_lost(e, s):
             if s is not None:
                 s.broken = True
                 self._retire(s.conn)
@@ -685,11 +545,11 @@ class SftpStore(FileStore):
         return StoreError(f"SFTP {self._where}: {what}: the server refused: {text}")
 
     # -- paths ---------------------------------------------------------------------------------
-    def _remote(self, s: _Session, rel: str) -> str:
+    def _remote(self, s: Session, rel: str) -> str:
         root = s.conn.root
         return f"{root.rstrip('/')}/{rel}" if rel else root
 
-    def _follow(self, s: _Session, rel: str, attr: Any) -> Any:
+    def _follow(self, s: Session, rel: str, attr: Any) -> Any:
         """``attr`` of ``rel``, or of its target when it is a link that stays inside root.
 
         None for a dangling link; UnsafeNameError for a link that leads outside the root.
@@ -702,7 +562,7 @@ class SftpStore(FileStore):
             if e.errno == errno.ENOENT:
                 return None  # a dangling link
             raise
-        if not _inside(s.conn.root, real):
+        if not inside(s.conn.root, real):
             raise UnsafeNameError(f"{safe_display(rel)!r} is a symlink that leads outside "
                                   "the SFTP root; refused")
         try:
@@ -712,7 +572,7 @@ class SftpStore(FileStore):
                 return None
             raise
 
-    def _folders(self, s: _Session, path: str, *, create: bool = False) -> None:
+    def _folders(self, s: Session, path: str, *, create: bool = False) -> None:
         """Check (and with ``create``: make) each folder of ``path``, one part at a time.
 
         A folder that is a symlink must lead to a folder inside the root (resolved by the
@@ -742,7 +602,7 @@ class SftpStore(FileStore):
                     continue
             if st.S_ISLNK(attr.st_mode or 0):
                 real = s.sftp.normalize(remote)
-                if not _inside(s.conn.root, real):
+                if not inside(s.conn.root, real):
                     raise UnsafeNameError(f"folder {sub!r} of {path!r} is a symlink that "
                                           "leads outside the SFTP root; refused")
                 attr = s.sftp.stat(real)
@@ -754,7 +614,7 @@ class SftpStore(FileStore):
             s.conn.inside.add(sub)
 
     # -- listing -------------------------------------------------------------------------------
-    def _glob(self, s: _Session, parts: builtins.list[str]) -> dict[str, FileInfo]:
+    def _glob(self, s: Session, parts: builtins.list[str]) -> dict[str, FileInfo]:
         found: dict[str, FileInfo] = {}
         listings: dict[str, builtins.list[tuple[str, Any]]] = {}
 
@@ -771,12 +631,12 @@ class SftpStore(FileStore):
                 walk(folder, i + 1)
                 for name, attr in entries(folder):
                     if st.S_ISDIR(attr.st_mode or 0):
-                        walk(_join(folder, name), i)
+                        walk(join(folder, name), i)
                 return
             for name, attr in entries(folder):
                 if not fnmatch.fnmatchcase(name, part):
                     continue
-                rel = _join(folder, name)
+                rel = join(folder, name)
                 if not last:
                     if st.S_ISDIR(attr.st_mode or 0):  # links to folders are not followed
                         walk(rel, i + 1)
@@ -787,12 +647,12 @@ class SftpStore(FileStore):
                     log.warning("sftp %s: skipped: %s", self._where, e.msg)
                     continue
                 if target is not None and st.S_ISREG(target.st_mode or 0):
-                    found[rel] = FileInfo(rel, target.st_size or 0, _mtime_ns(target))
+                    found[rel] = FileInfo(rel, target.st_size or 0, mtime_ns(target))
 
         walk("", 0)
         return found
 
-    def _entries(self, s: _Session, folder: str) -> builtins.list[tuple[str, Any]]:
+    def _entries(self, s: Session, folder: str) -> builtins.list[tuple[str, Any]]:
         """A folder's safe, visible entries; the server's names are untrusted."""
         try:
             attrs = s.sftp.listdir_attr(self._remote(s, folder))
@@ -826,86 +686,9 @@ class SftpStore(FileStore):
             out.append((name, attr))
         return out
 
-    # -- writing -------------------------------------------------------------------------------
-    def _create(self, s: _Session, remote: str) -> bytes:
-        """Open ``remote`` for writing, new: O_EXCL never follows a planted symlink."""
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC | SFTP_FLAG_EXCL
-        try:
-            return _open_handle(s, remote, flags)
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EACCES):
-                raise
-            # A leftover of an earlier attempt (or a link): remove the entry, then again.
-            try:
-                s.sftp.remove(remote)
-            except OSError:
-                raise e from None
-            return _open_handle(s, remote, flags)
-
-    def _write_handle(self, s: _Session, handle: bytes, chunks: Iterable[bytes]) -> None:
-        """Pipelined WRITE requests; every reply is checked (paramiko's pipelining drops
-        some), and errors from ``chunks`` itself pass through unchanged."""
-        replies = _Replies()
-        pending: deque[int] = deque()
-        depth = max(1, self.READ_AHEAD // s.max_write)
-        offset = 0
-        s.caller_error = None
-        it = iter(chunks)
-        try:
-            while True:
-                try:
-                    chunk = next(it)
-                except StopIteration:
-                    break
-                except BaseException as e:
-                    s.caller_error = e
-                    raise
-                for i in range(0, len(chunk), s.max_write):
-                    piece = chunk if len(chunk) <= s.max_write else chunk[i:i + s.max_write]
-                    pending.append(s.sftp._async_request(replies, CMD_WRITE, handle,
-                                                         int64(offset), bytes(piece)))
-                    offset += len(piece)
-                    while len(pending) > depth:
-                        self._check_written(s, replies, pending.popleft())
-            while pending:
-                self._check_written(s, replies, pending.popleft())
-        except BaseException as e:
-            # Collect the replies still due, so the channel can remove the temporary
-            # file; not when the connection is what failed.
-            if pending and e is not s.caller_error and self._connection_lost(e, s):
-                s.broken = True
-            else:
-                try:
-                    for num in pending:
-                        s.wait(replies, num)
-                except Exception:
-                    s.broken = True
-            raise
-
-    def _check_written(self, s: _Session, replies: _Replies, num: int) -> None:
-        t, msg = s.wait(replies, num)
-        if t != CMD_STATUS:
-            raise SFTPError(f"expected a status reply to a write, got {t}")
-        code, text = msg.get_int(), msg.get_text()
-        if code != SFTP_OK:
-            raise _status_error(code, text)
-
-    def _abort_upload(self, s: _Session, handle: bytes, remote_tmp: str,
-                      e: BaseException) -> bool:
-        """Close and remove the temporary file on the same channel; False if it cannot."""
-        if s.broken or (e is not s.caller_error and self._connection_lost(e, s)):
-            s.broken = True
-            return False
-        try:
-            s.sftp._request(CMD_CLOSE, handle)
-            s.sftp.remove(remote_tmp)
-            return True
-        except Exception:
-            s.broken = True
-            return False
-
+    # -- removing and renaming ---------------------------------------------------------------
     def _remove_quietly(self, rel: str) -> None:
-        def remove(s: _Session, _: int) -> None:
+        def remove(s: Session, _: int) -> None:
             try:
                 s.sftp.remove(self._remote(s, rel))
             except OSError as e:
@@ -918,7 +701,7 @@ class SftpStore(FileStore):
             log.warning("sftp %s: could not remove the temporary file %s (%s); it is hidden "
                         "and never read", self._where, safe_display(rel), e)
 
-    def _rename(self, s: _Session, src: str, dst: str, attempt: int) -> None:
+    def _rename(self, s: Session, src: str, dst: str, attempt: int) -> None:
         old, new = self._remote(s, src), self._remote(s, dst)
         try:
             if s.posix_rename:
@@ -932,7 +715,7 @@ class SftpStore(FileStore):
                 return  # the lost reply of an earlier attempt: the rename had happened
             raise NotFoundError("file", src) from e
 
-    def _rename_plain(self, s: _Session, old: str, new: str) -> None:
+    def _rename_plain(self, s: Session, old: str, new: str) -> None:
         # SFTP v3 rename refuses an existing target; without posix-rename the swap cannot
         # be atomic, so say so.
         try:
@@ -946,7 +729,7 @@ class SftpStore(FileStore):
             s.sftp.rename(old, new)
 
     @staticmethod
-    def _exists(s: _Session, remote: str) -> bool:
+    def _exists(s: Session, remote: str) -> bool:
         try:
             s.sftp.lstat(remote)
         except OSError as e:
@@ -954,164 +737,6 @@ class SftpStore(FileStore):
                 return False
             raise
         return True
-
-
-def _open_handle(s: _Session, remote: str, flags: int) -> bytes:
-    # Raw handles, not paramiko's SFTPFile: its __del__ sends a CLOSE from whichever
-    # thread collects it, on a channel that may by then be leased to another.
-    t, msg = s.sftp._request(CMD_OPEN, remote, flags, paramiko.SFTPAttributes())
-    if t != CMD_HANDLE:
-        raise SFTPError(f"expected a handle, got reply type {t}")
-    return bytes(msg.get_binary())
-
-
-class _ReadStream(io.RawIOBase):
-    """A file on the server, read through a window of pipelined READ requests.
-
-    It holds its channel until closed. Losing the connection fails the read with a
-    retriable StoreError; it never resumes on another connection.
-    """
-
-    def __init__(self, store: SftpStore, s: _Session, handle: bytes, size: int,
-                 path: str) -> None:
-        super().__init__()
-        self._store = store
-        self._s = s
-        self._handle = handle
-        self._size = size  # at open: the file may still grow; EOF comes from the server
-        self._path = path
-        self._replies = _Replies()
-        self._pending: deque[tuple[int, int, int]] = deque()  # (request, offset, length)
-        self._request = s.max_read
-        self._depth = max(1, store.READ_AHEAD // s.max_read)
-        self._next = 0  # offset of the next request
-        self._pos = 0  # offset of the next byte handed out
-        self._chunk = memoryview(b"")
-        self._eof = False
-        self._error: SiltaError | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence == io.SEEK_END:
-            offset += self._size
-        if offset < 0:
-            raise ValueError("negative seek position")
-        if offset != self._pos:
-            self._abandon()
-            self._chunk = memoryview(b"")
-            self._next = self._pos = offset
-            self._eof = False
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        out = memoryview(buffer).cast("B")
-        if not self._chunk:
-            chunk = self._take()
-            if chunk is None:
-                return 0
-            self._chunk = chunk
-        n = min(len(out), len(self._chunk))
-        out[:n] = self._chunk[:n]
-        self._chunk = self._chunk[n:]
-        self._pos += n
-        return n
-
-    def readall(self) -> bytes:
-        parts = []
-        if self._chunk:
-            parts.append(bytes(self._chunk))
-            self._pos += len(self._chunk)
-            self._chunk = memoryview(b"")
-        while (chunk := self._take()) is not None:
-            parts.append(bytes(chunk))
-            self._pos += len(chunk)
-        return b"".join(parts)
-
-    def _abandon(self) -> None:
-        """Forget requests in flight; their replies are dropped when they arrive."""
-        self._replies.ignored.update(num for num, _, _ in self._pending)
-        self._pending.clear()
-
-    def _issue(self) -> None:
-        sftp = self._s.sftp
-        while len(self._pending) < self._depth:
-            if self._next >= self._size and self._pending:
-                break  # past the size seen at open: one request at a time until EOF
-            n = (min(self._request, self._size - self._next) if self._next < self._size
-                 else self._request)
-            num = sftp._async_request(self._replies, CMD_READ, self._handle,
-                                      int64(self._next), int(n))
-            self._pending.append((num, self._next, n))
-            self._next += n
-
-    def _take(self) -> memoryview | None:
-        """The next piece of the file in order, or None at its end."""
-        if self._error is not None:
-            raise self._error
-        if self._eof:
-            return None
-        try:
-            while True:
-                if not self._pending:
-                    self._issue()
-                num, offset, length = self._pending.popleft()
-                t, msg = self._s.wait(self._replies, num)
-                if t == CMD_DATA:
-                    data: bytes = msg.get_binary()
-                    if data:
-                        if len(data) < length:
-                            # Short: the server caps reads (ask for less from now on), or
-                            # the file changed size. Either way the rest of this piece
-                            # comes before anything already requested.
-                            if offset + len(data) < self._size:
-                                self._request = len(data)
-                            self._abandon()
-                            self._next = offset + len(data)
-                        self._issue()
-                        return memoryview(data)
-                elif t == CMD_STATUS:
-                    code, text = msg.get_int(), msg.get_text()
-                    if code != SFTP_EOF:
-                        raise _status_error(code, text)
-                else:
-                    raise SFTPError(f"expected data, got reply type {t}")
-                self._eof = True  # EOF status or an empty reply
-                self._abandon()
-                return None
-        except SiltaError:
-            raise
-        except Exception as e:
-            self._s.broken = True
-            self._error = self._store._translate("reading", self._path, e, self._s)
-            raise self._error from e
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        s = self._s
-        reusable = not s.broken and not self._pending and not self._replies.ignored
-        try:
-            if reusable:
-                try:
-                    s.sftp._request(CMD_CLOSE, self._handle)
-                except Exception as e:
-                    log.debug("closing %s: %s", safe_display(self._path), e)
-                    reusable = False
-        finally:
-            self._store._release(s, reusable=reusable)
-            super().close()
 
 
 __all__ = ["SftpStore"]
