@@ -118,3 +118,9 @@ class LockHeldError(SiltaError):
     """Another agent holds the single-instance lock on the state folder."""
 
     title = "Another agent is running"
+
+
+class ArtifactIntegrityError(SiltaError):
+    """A model artifact failed its sha256 check or holds types nobody trusted; never loaded."""
+
+    title = "Model artifact refused"

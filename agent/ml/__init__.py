@@ -1,0 +1,3 @@
+"""Machine-learning support of the agent: model artifacts kept in the lake."""
+
+from __future__ import annotations
