@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio  # type: ignore[import-untyped]
+import skops.io as sio
 
 from connectors.errors import (
     ArtifactIntegrityError,
