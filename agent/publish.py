@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import posixpath
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -278,11 +279,6 @@ def _first_rows(reader: pa.RecordBatchReader) -> pa.RecordBatchReader | None:
     it: Iterator[pa.RecordBatch] = iter(reader)
     for batch in it:
         if batch.num_rows:
-            return pa.RecordBatchReader.from_batches(reader.schema, _chain([batch], it))
+            return pa.RecordBatchReader.from_batches(reader.schema,
+                                                     itertools.chain([batch], it))
     return None
-
-
-def _chain(first: Iterable[pa.RecordBatch], rest: Iterator[pa.RecordBatch]
-           ) -> Iterator[pa.RecordBatch]:
-    yield from first
-    yield from rest

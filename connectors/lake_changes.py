@@ -9,6 +9,7 @@ rather than taken for new rows. Memory stays bounded: both paths stream batches.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote
@@ -123,7 +124,13 @@ def _paths(table: DeltaTable) -> set[str]:
     actions: Any = table.get_add_actions(flatten=True)
     column = pa.table(actions).column("path") if not isinstance(actions, pa.Table) else (
         actions.column("path"))
-    return {unquote(str(p)).lstrip("/") for p in column.to_pylist()}
+    return {_file_name(str(p)) for p in column.to_pylist()}
+
+
+def _file_name(path: str) -> str:
+    # delta-rs names every data file with a UUID, so the name alone identifies it; the
+    # log's paths and the dataset's fragment paths differ in their prefixes.
+    return posixpath.basename(unquote(path))
 
 
 def _from_files(lake: DeltaLake, name: str, after: int, to: int, schema: pa.Schema,
@@ -132,8 +139,7 @@ def _from_files(lake: DeltaLake, name: str, after: int, to: int, schema: pa.Sche
         before = _paths(lake.require(name, start))
         dataset = lake.require(name, end).to_pyarrow_dataset()
         fragments = [f for f in dataset.get_fragments()
-                     if unquote(f.path).lstrip("/") not in before
-                     and not any(unquote(f.path).lstrip("/").endswith("/" + p) for p in before)]
+                     if _file_name(f.path) not in before]
         if not fragments:
             continue
         part = ds.FileSystemDataset(fragments, dataset.schema, dataset.format,
