@@ -75,16 +75,21 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
 
 
 def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
+    from agent.jobs_cli import print_job_outcomes
+    from agent.outcome import JobOutcome, SyncOutcome
     from agent.output import human_bytes, print_json, print_table
 
     if as_json:
         print_json([o.as_dict() for o in outcomes])
         return
+    syncs = [o for o in outcomes if isinstance(o, SyncOutcome)]
+    jobs = [o for o in outcomes if isinstance(o, JobOutcome)]
     rows = [{**o.as_dict(), "bytes": human_bytes(o.bytes), "version": o.table_version}
-            for o in outcomes]
-    print_table(rows, ["sync", "status", "batches", "files", "rows", "bytes", "version"],
-                title="sync runs", empty="no syncs ran")
-    for o in outcomes:
+            for o in syncs]
+    if syncs or not jobs:
+        print_table(rows, ["sync", "status", "batches", "files", "rows", "bytes", "version"],
+                    title="sync runs", empty="no syncs ran")
+    for o in syncs:
         if o.skipped:
             sys.stdout.write(f"{o.sync}: {o.skipped} file(s) skipped: identical content "
                              "already committed\n")
@@ -95,6 +100,8 @@ def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
             sys.stdout.write(f"{o.sync}: quarantined {safe_display(path)}: {reason}\n")
         if o.error:
             sys.stdout.write(f"{o.sync}: failed: {o.error}\n")
+    if jobs:
+        print_job_outcomes(jobs, False)
 
 
 def cmd_connectors(args: argparse.Namespace) -> int:
@@ -197,6 +204,35 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return handler(loaded, args)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from agent import models_cli
+
+    loaded = _config(args)
+    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
+        models_cli, f"cmd_{args.models_cmd}")
+    return handler(loaded, args)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from agent import runs_cli
+
+    loaded = _config(args)
+    if getattr(args, "cmd", None) == "lineage":
+        return runs_cli.cmd_lineage(loaded, args)
+    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
+        runs_cli, f"cmd_{args.runs_cmd}")
+    return handler(loaded, args)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from agent import jobs_cli
+
+    loaded = _config(args)
+    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
+        jobs_cli, f"cmd_{args.jobs_cmd}")
+    return handler(loaded, args)
+
+
 def cmd_demo_init(args: argparse.Namespace) -> int:
     from agent.demo import init_demo
 
@@ -220,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = _Parser(prog="silta", description="Silta: on-prem data to a Delta lake, exactly once.",
+    p = _Parser(prog="silta", description="Silta: on-prem data to a versioned Delta lake, "
+                "exactly once; a model registry; scheduled training and prediction.",
                 parents=[common])
     p.set_defaults(config=None, log_level=None, log_format=None, debug=False)
     p.add_argument("--version", action="version", version=f"silta {_version()}")
@@ -283,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     tb.set_defaults(func=cmd_tables)
     for sp in (tl, th, ts, tt, tg):
         sp.set_defaults(func=cmd_tables)
+
+    from agent import jobs_cli, models_cli, runs_cli
+
+    jobs_cli.add_parser(sub, common, as_json, _Parser, cmd_jobs)
+    models_cli.add_parser(sub, common, as_json, _Parser, cmd_models, _positive)
+    runs_cli.add_parsers(sub, common, as_json, _Parser, cmd_runs, _positive)
 
     dm = sub.add_parser("demo", help="the embedded demo")
     dm_sub = dm.add_subparsers(dest="demo_cmd", required=True, parser_class=_Parser)

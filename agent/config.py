@@ -19,14 +19,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
 )
 
+from agent.config_base import IDENT as _IDENT
+from agent.config_base import (
+    JOB_SECTIONS,
+    check_columns,
+    check_cron,
+    check_lake_table,
+    parse_after,
+)
+from agent.config_base import NAME_PATTERN as _NAME
+from agent.config_base import StrictModel as _Model
+from agent.ml.config import ModelConfig, PredictionConfig, TrainingConfig
 from agent.tomlmap import key_lines, line_for
 from connectors.errors import ConfigError, UnsafeNameError
 from connectors.names import check_relative_path
@@ -37,13 +46,8 @@ if TYPE_CHECKING:
 ENV_VAR = "SILTA_CONFIG"
 DEFAULT_FILE = "silta.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,127}$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True,
-                              use_attribute_docstrings=True)
 
 
 class AgentSection(_Model):
@@ -61,6 +65,12 @@ class AgentSection(_Model):
     """How often the agent records that it is alive."""
     sync_workers: int = Field(4, ge=1, le=64)
     """How many syncs may run at the same time (threads)."""
+    ml_workers: int = Field(1, ge=1, le=16)
+    """How many training and prediction runs may run at the same time, each in a worker
+    process of its own (a crash or a long fit never stalls the agent)."""
+    ml_stop_grace_seconds: float = Field(30.0, ge=0, le=3600)
+    """On shutdown, how long running ML jobs may go on before their worker is stopped
+    (both are safe to stop: a stopped run is repeated, never doubled)."""
 
 
 class LakeSection(_Model):
@@ -309,35 +319,24 @@ class SyncConfig(_Model):
         if not store or not rest:
             raise ValueError("must be `lake:TABLE` or, to publish, `connector:path` or "
                              "`connector:schema.table`")
+        if store == "lake":
+            check_lake_table(rest, writable=True)
+            return v
         try:
-            check_relative_path(rest, what="table name" if store == "lake" else "path")
+            check_relative_path(rest, what="path")
         except UnsafeNameError as e:
             raise ValueError(str(e)) from None
-        if store == "lake" and rest.split("/")[0].startswith("_silta"):
-            raise ValueError("tables under `_silta/` belong to Silta itself; choose another")
         return v
 
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(v)
-        except ValueError as e:
-            raise ValueError(f"not a cron expression ({e}); use 5 fields like "
-                             "`*/5 * * * *`") from None
-        return v
+        return check_cron(v)
 
     @field_validator("key", "columns")
     @classmethod
     def _columns(cls, v: list[str] | None) -> list[str] | None:
-        for k in v or []:
-            if not _IDENT.match(k):
-                raise ValueError(f"column {k!r} is not a plain column name")
-        return v
+        return check_columns(v)
 
     @field_validator("watermark")
     @classmethod
@@ -398,21 +397,12 @@ class SiltaConfig(_Model):
     """On-prem stores by name, referenced by syncs as `NAME:glob`."""
     syncs: list[SyncConfig] = Field(default_factory=list)
     """Syncs: each moves one source into one Delta table."""
-
-    def waves(self, names: list[str]) -> list[list[str]]:
-        """``names`` in runs that respect `after`: each wave follows the ones before it."""
-        left = list(names)
-        waves: list[list[str]] = []
-        done: set[str] = set()
-        while left:
-            wave = [n for n in left
-                    if all(d in done or d not in left for d in self.sync(n).after)]
-            if not wave:  # a cycle (refused by the config check): run the rest together
-                wave = left
-            waves.append(wave)
-            done.update(wave)
-            left = [n for n in left if n not in done]
-        return waves
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    """Models by name: what each learns from and how it is evaluated and promoted."""
+    trainings: list[TrainingConfig] = Field(default_factory=list)
+    """Training jobs: when each model is fitted and registered."""
+    predictions: list[PredictionConfig] = Field(default_factory=list)
+    """Prediction jobs: which model@alias codes which table's new rows."""
 
     def sync(self, name: str) -> SyncConfig:
         for s in self.syncs:
@@ -421,6 +411,30 @@ class SiltaConfig(_Model):
         from connectors.errors import NotFoundError
 
         raise NotFoundError("sync", name, "see `silta sync list`")
+
+    def training(self, name: str) -> TrainingConfig:
+        for t in self.trainings:
+            if t.name == name:
+                return t
+        from connectors.errors import NotFoundError
+
+        raise NotFoundError("training", name, "see `silta jobs list`")
+
+    def prediction(self, name: str) -> PredictionConfig:
+        for p in self.predictions:
+            if p.name == name:
+                return p
+        from connectors.errors import NotFoundError
+
+        raise NotFoundError("prediction", name, "see `silta jobs list`")
+
+    def model(self, name: str) -> ModelConfig:
+        if name in self.models:
+            return self.models[name]
+        from connectors.errors import NotFoundError
+
+        known = ", ".join(sorted(self.models)) or "none"
+        raise NotFoundError("model", name, f"models in the config: {known}")
 
 
 class LoadedConfig:
@@ -527,8 +541,11 @@ def _read_secret_files(data: dict[str, Any], base: Path,
 
 def _all_field_names() -> set[str]:
     names: set[str] = set()
+    from agent.ml.config import CardSection, SplitSection
+
     for model in (AgentSection, LakeSection, FolderConnector, SftpConnector, SqlConnector,
-                  CsvSection, SyncConfig, SiltaConfig):
+                  CsvSection, SyncConfig, SiltaConfig, ModelConfig, TrainingConfig,
+                  PredictionConfig, CardSection, SplitSection):
         for fname, info in model.model_fields.items():
             names.add(info.alias or fname)
     return names
@@ -647,23 +664,34 @@ def _sync_problems(sync: dict[str, Any], ctypes: dict[str, str]
     return out
 
 
-def _order_problems(syncs: list[Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """`after` names known syncs and has no cycles."""
+def _order_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """`after` names known jobs (syncs, trainings, predictions) and makes no cycle."""
     out: list[tuple[tuple[str | int, ...], str]] = []
-    names = {s.get("name"): i for i, s in enumerate(syncs) if isinstance(s, dict)}
+    jobs: dict[str, tuple[str, int]] = {}  # "kind:name" -> (section, index)
+    for section, kind in JOB_SECTIONS.items():
+        entries = data.get(section)
+        for i, job in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(job, dict) and isinstance(job.get("name"), str):
+                jobs.setdefault(f"{kind}:{job['name']}", (section, i))
     graph: dict[str, list[str]] = {}
-    for i, sync in enumerate(syncs):
-        if not isinstance(sync, dict) or not isinstance(sync.get("after"), list):
+    for node, (section, i) in jobs.items():
+        after = data[section][i].get("after")
+        after = [after] if isinstance(after, str) else after
+        if not isinstance(after, list):
             continue
-        name = sync.get("name")
-        for dep in sync["after"]:
-            if dep == name:
-                out.append((("syncs", i, "after"), "a sync cannot follow itself"))
-            elif dep not in names:
-                known = ", ".join(sorted(str(n) for n in names)) or "none"
-                out.append((("syncs", i, "after"), f"no sync named {dep!r} (syncs: {known})"))
-            elif isinstance(name, str):
-                graph.setdefault(name, []).append(dep)
+        for item in after:
+            if not isinstance(item, str):
+                continue
+            dep = ":".join(parse_after(item))
+            if dep == node:
+                out.append(((section, i, "after"), "a job cannot follow itself"))
+            elif dep not in jobs:
+                known = ", ".join(sorted(jobs)) or "none"
+                out.append(((section, i, "after"),
+                            f"no job {dep!r}; write `sync:NAME`, `train:NAME` or "
+                            f"`predict:NAME` (jobs: {known})"))
+            else:
+                graph.setdefault(node, []).append(dep)
     state: dict[str, int] = {}
 
     def cyclic(node: str) -> bool:
@@ -676,9 +704,46 @@ def _order_problems(syncs: list[Any]) -> list[tuple[tuple[str | int, ...], str]]
 
     for node in graph:
         if state.get(node) is None and cyclic(node):
-            out.append((("syncs", names[node], "after"), f"`after` makes a cycle through "
-                                                         f"{node!r}; remove one of the links"))
+            section, i = jobs[node]
+            out.append(((section, i, "after"), f"`after` makes a cycle through {node!r}; "
+                                               "remove one of the links"))
             break
+    return out
+
+
+def _ml_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Trainings and predictions name defined models; job names are unique across kinds."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    models = data.get("models")
+    model_names = set(models) if isinstance(models, dict) else set()
+    for name in sorted(model_names):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
+                                                         name):
+            out.append((("models", str(name)), "a model name is 1-64 letters, digits, `_`, "
+                                               "`.` or `-`, starting with a letter or digit"))
+    known = ", ".join(sorted(str(m) for m in model_names)) or "none defined"
+    for section, field in (("trainings", "model"), ("predictions", "model")):
+        entries = data.get(section)
+        for i, job in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(job, dict) or not isinstance(job.get(field), str):
+                continue
+            model = job[field].partition("@")[0]
+            if model not in model_names:
+                out.append(((section, i, field), f"model {model!r} is not defined under "
+                                                 f"[models] (defined: {known})"))
+    seen: dict[str, str] = {}
+    for section in JOB_SECTIONS:
+        entries = data.get(section)
+        for i, job in enumerate(entries if isinstance(entries, list) else []):
+            name = job.get("name") if isinstance(job, dict) else None
+            if not isinstance(name, str):
+                continue
+            if name in seen and not (section == "syncs" and seen[name].startswith("syncs")):
+                # (two syncs with one name are reported by the sync checks already)
+                out.append(((section, i, "name"), f"name {name!r} is already used by "
+                                                  f"{seen[name]}; names must be unique "
+                                                  "across syncs, trainings and predictions"))
+            seen.setdefault(name, f"{section}[{i}]")
     return out
 
 
@@ -701,7 +766,7 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str
                             f"syncs[{seen[name]}]; names must be unique"))
             seen.setdefault(name, i)
         out += [(("syncs", i, key), what) for key, what in _sync_problems(sync, ctypes)]
-    return out + _order_problems(syncs)
+    return out + _order_problems(data) + _ml_problems(data)
 
 
 def _validate(text: str, data: dict[str, Any], path: Path

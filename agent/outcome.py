@@ -64,6 +64,7 @@ class SyncOutcome:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "kind": "sync", "name": self.sync,
             "sync": self.sync, "run_id": self.run_id, "status": self.status,
             "batches": self.batches, "files": self.files, "rows": self.rows,
             "bytes": self.bytes, "skipped": self.skipped, "waiting": self.waiting,
@@ -92,3 +93,41 @@ class SyncOutcome:
                 f"; {len(self.quarantined)} file(s) quarantined" if self.quarantined else ""])
             self.verified = (f"ok: {what} read {self.rows_read} = written "
                              f"{self.rows_checked}{extra}")
+
+
+@dataclass
+class JobOutcome:
+    """What one run of a training or a prediction did (sent back from its worker process)."""
+
+    kind: str  # train | predict
+    name: str
+    run_id: str
+    status: str = "ok"  # ok | skipped (nothing to do, or waiting) | failed | busy
+    #: a new model version or new predictions: the jobs that follow this one run
+    committed: bool = False
+    rows: int = 0
+    model: str | None = None
+    model_version: int | None = None
+    table: str | None = None
+    table_version: int | None = None
+    message: str = ""
+    error: str | None = None
+    retriable: bool | None = None
+    inputs: list[dict[str, object]] = field(default_factory=list)
+    outputs: list[dict[str, object]] = field(default_factory=list)
+    metrics: dict[str, object] = field(default_factory=dict)
+    detail: dict[str, object] = field(default_factory=dict)
+    config_hash: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind, "name": self.name, "run_id": self.run_id,
+            "status": self.status, "committed": self.committed, "rows": self.rows,
+            "model": self.model, "model_version": self.model_version, "table": self.table,
+            "table_version": self.table_version, "message": self.message,
+            "error": self.error, "retriable": self.retriable, "metrics": self.metrics,
+        }

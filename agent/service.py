@@ -19,9 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from types import FrameType
 
-from agent.config import LoadedConfig
+from agent.config import LoadedConfig, SyncConfig
+from agent.jobs import JobGraph
 from agent.lock import InstanceLock
-from agent.outcome import SyncOutcome
+from agent.ml.jobrunner import MlJobRunner
+from agent.outcome import JobOutcome, SyncOutcome
+from agent.runs import flush_quietly
 from agent.scheduling import Scheduler, missed_fire
 from agent.state import StateStore, now
 from agent.stores import Store, open_lake, open_store
@@ -35,56 +38,66 @@ RESCAN_SECONDS = 60.0
 COMMAND_POLL_SECONDS = 1.0
 
 
-class Dispatcher:
-    """Runs syncs on a pool: one run per sync at a time, extra triggers coalesced."""
+Outcome = SyncOutcome | JobOutcome
 
-    def __init__(self, engine: SyncEngine, workers: int, cancel: threading.Event,
-                 on_done: Callable[[SyncOutcome], None]) -> None:
-        self.engine = engine
+
+class Dispatcher:
+    """Runs jobs on pools: one run per job at a time, extra triggers coalesced.
+
+    Syncs run on ``sync_workers`` threads; trainings and predictions on ``ml_workers``
+    threads, each of which waits for the worker process of its run.
+    """
+
+    def __init__(self, run_job: Callable[[str, str], Outcome], sync_workers: int,
+                 ml_workers: int, cancel: threading.Event,
+                 on_done: Callable[[str, Outcome], None]) -> None:
+        self.run_job = run_job
         self.cancel = cancel
         self.on_done = on_done
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sync")
+        self._pools = {"sync": ThreadPoolExecutor(sync_workers, thread_name_prefix="sync"),
+                       "ml": ThreadPoolExecutor(ml_workers, thread_name_prefix="ml")}
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._again: dict[str, str] = {}
         self._timers: dict[str, threading.Timer] = {}
-        self.futures: list[Future[SyncOutcome]] = []
+        self.futures: list[Future[Outcome]] = []
 
-    def request(self, name: str, trigger: str, delay: float = 0.0) -> None:
+    def request(self, job_id: str, trigger: str, delay: float = 0.0) -> None:
         if self.cancel.is_set():
             return
         if delay > 0:
             with self._lock:
-                if name in self._timers:
+                if job_id in self._timers:
                     return
-                timer = threading.Timer(delay, self._fire_timer, (name, trigger))
+                timer = threading.Timer(delay, self._fire_timer, (job_id, trigger))
                 timer.daemon = True
-                self._timers[name] = timer
+                self._timers[job_id] = timer
             timer.start()
             return
         with self._lock:
-            if name in self._running:
-                self._again.setdefault(name, trigger)
+            if job_id in self._running:
+                self._again.setdefault(job_id, trigger)
                 return
-            self._running.add(name)
-        self.futures.append(self._pool.submit(self._run, name, trigger))
+            self._running.add(job_id)
+        pool = self._pools["sync" if job_id.startswith("sync:") else "ml"]
+        self.futures.append(pool.submit(self._run, job_id, trigger))
 
-    def _fire_timer(self, name: str, trigger: str) -> None:
+    def _fire_timer(self, job_id: str, trigger: str) -> None:
         with self._lock:
-            self._timers.pop(name, None)
-        self.request(name, trigger)
+            self._timers.pop(job_id, None)
+        self.request(job_id, trigger)
 
-    def _run(self, name: str, trigger: str) -> SyncOutcome:
+    def _run(self, job_id: str, trigger: str) -> Outcome:
         try:
-            outcome = self.engine.run(name, trigger=trigger, cancel=self.cancel)
-            self.on_done(outcome)
+            outcome = self.run_job(job_id, trigger)
+            self.on_done(job_id, outcome)
             return outcome
         finally:
             with self._lock:
-                self._running.discard(name)
-                again = self._again.pop(name, None)
+                self._running.discard(job_id)
+                again = self._again.pop(job_id, None)
             if again is not None:
-                self.request(name, again)
+                self.request(job_id, again)
 
     def busy(self) -> bool:
         with self._lock:
@@ -95,7 +108,8 @@ class Dispatcher:
             for t in self._timers.values():
                 t.cancel()
             self._timers.clear()
-        self._pool.shutdown(wait=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
 
 
 class Agent:
@@ -104,15 +118,16 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.config = loaded.config
+        self.graph = JobGraph(self.config)
         self.name = self.config.agent.name
         self.stop = threading.Event()
         self.started_at = now()
-        self.outcomes: list[SyncOutcome] = []
+        self.outcomes: list[Outcome] = []
         self._out_lock = threading.Lock()
         self._dispatcher: Dispatcher | None = None
 
     # -- assembly ---------------------------------------------------------------------
-    def _build(self) -> tuple[StateStore, SyncEngine]:
+    def _build(self) -> tuple[StateStore, SyncEngine, MlJobRunner]:
         state = StateStore(self.loaded.state_dir)
         stale = state.interrupt_stale_runs()
         if stale:
@@ -120,21 +135,30 @@ class Agent:
                         "interrupted (their batches are recovered from the ledger)", stale)
         stores: dict[str, Store] = {n: open_store(self.loaded, n)
                                     for n in self.config.connectors}
-        engine = SyncEngine(self.loaded, state, open_lake(self.loaded), stores, self.name)
-        return state, engine
+        lake = open_lake(self.loaded)
+        engine = SyncEngine(self.loaded, state, lake, stores, self.name)
+        return state, engine, MlJobRunner(self.loaded, state, lake, self.name)
 
-    def _record(self, outcome: SyncOutcome) -> None:
+    def _runner(self, engine: SyncEngine, ml: MlJobRunner
+                ) -> Callable[[str, str], Outcome]:
+        def run(job_id: str, trigger: str, force: bool = False) -> Outcome:
+            kind, _, name = job_id.partition(":")
+            if kind == "sync":
+                return engine.run(name, trigger=trigger, cancel=self.stop)
+            return ml.run(kind, name, trigger=trigger, cancel=self.stop, force=force)
+        return run
+
+    def _record(self, job_id: str, outcome: Outcome) -> None:
         with self._out_lock:
             self.outcomes.append(outcome)
         if self.stop.is_set() or self._dispatcher is None:
             return
-        if outcome.next_check is not None:
-            self._dispatcher.request(outcome.sync, "settle", delay=outcome.next_check + 0.2)
-        if outcome.batches:
-            # New data landed: the syncs that follow this one (`after`) run now.
-            for s in self.config.syncs:
-                if s.enabled and outcome.sync in s.after:
-                    self._dispatcher.request(s.name, f"after:{outcome.sync}")
+        if isinstance(outcome, SyncOutcome) and outcome.next_check is not None:
+            self._dispatcher.request(job_id, "settle", delay=outcome.next_check + 0.2)
+        if _committed(outcome):
+            # Something new landed: the jobs that follow this one (`after`) run now.
+            for follower in self.graph.followers(job_id):
+                self._dispatcher.request(follower.id, f"after:{job_id}")
 
     def _beat(self, state: StateStore, status: str) -> None:
         try:
@@ -145,89 +169,94 @@ class Agent:
 
     # -- entry points -----------------------------------------------------------------
     def run_once(self) -> int:
-        """Run every enabled sync once; 0 when all went well, 1 when any batch failed."""
+        """Run every enabled job once, in `after` order; 1 when any of them failed."""
         with InstanceLock(self.loaded.state_dir):
-            state, engine = self._build()
+            state, engine, ml = self._build()
             self._install_signals()
             self._beat(state, "running-once")
-            syncs = [s.name for s in self.config.syncs if s.enabled]
-            outcomes: list[SyncOutcome] = []
-            with ThreadPoolExecutor(self.config.agent.sync_workers,
-                                    thread_name_prefix="sync") as pool:
-                for wave in self.config.waves(syncs):  # `after`: publishes follow ingests
-                    futures = [pool.submit(engine.run, n, trigger="once", cancel=self.stop)
-                               for n in wave]
+            run = self._runner(engine, ml)
+            outcomes: list[Outcome] = []
+            jobs = [j.id for j in self.graph.enabled()]
+            agent = self.config.agent
+            with ThreadPoolExecutor(agent.sync_workers, thread_name_prefix="sync") as syncs, \
+                    ThreadPoolExecutor(agent.ml_workers, thread_name_prefix="ml") as mls:
+                for wave in self.graph.waves(jobs):  # ingests, then training, then predict
+                    futures = [(syncs if j.startswith("sync:") else mls).submit(run, j, "once")
+                               for j in wave]
                     outcomes += [f.result() for f in futures]
+            flush_quietly(state, engine.lake)
             self.outcomes.extend(outcomes)
             self._beat(state, "stopped")
             return 1 if any(o.failed for o in outcomes) else 0
 
     def run_forever(self) -> int:
         with InstanceLock(self.loaded.state_dir):
-            state, engine = self._build()
+            state, engine, ml = self._build()
             self._install_signals()
-            dispatcher = Dispatcher(engine, self.config.agent.sync_workers, self.stop,
-                                    self._record)
+            agent = self.config.agent
+            dispatcher = Dispatcher(self._runner(engine, ml), agent.sync_workers,
+                                    agent.ml_workers, self.stop, self._record)
             self._dispatcher = dispatcher
             scheduler, watcher = Scheduler(), FolderWatcher()
-            for s in self.config.syncs:
-                if not s.enabled:
+            for job in self.graph.enabled():
+                if job.schedule:
+                    scheduler.add_cron(job.id, job.schedule,
+                                       self._on_cron(state, dispatcher, job.id))
+                s = job.config
+                if not isinstance(s, SyncConfig):
                     continue
-                if s.schedule:
-                    scheduler.add_cron(f"sync:{s.name}", s.schedule,
-                                       self._on_cron(state, dispatcher, s.name))
                 store = engine.store_for(s.connector)
                 if s.watch and isinstance(store, FileStore) and not s.publishes:
                     root = store.local_root()
                     if root is not None:
-                        watcher.watch(root, partial(dispatcher.request, s.name,
+                        watcher.watch(root, partial(dispatcher.request, job.id,
                                                     "file-arrival", 0.5))
             self._catch_up(state, dispatcher)
             scheduler.start()
             watcher.start()
-            log.info("agent %s started (pid %d); %d sync(s)", self.name, os.getpid(),
-                     len(self.config.syncs))
+            log.info("agent %s started (pid %d); %d sync(s), %d training(s), "
+                     "%d prediction(s)", self.name, os.getpid(), len(self.config.syncs),
+                     len(self.config.trainings), len(self.config.predictions))
             self._beat(state, "running")
             try:
-                self._loop(state, dispatcher)
+                self._loop(state, engine, dispatcher)
             finally:
-                log.info("agent %s stopping: finishing in-flight batches", self.name)
+                log.info("agent %s stopping: finishing in-flight work", self.name)
                 self._beat(state, "stopping")
                 scheduler.shutdown()
                 watcher.stop()
                 dispatcher.shutdown()
+                flush_quietly(state, engine.lake)
                 self._beat(state, "stopped")
                 log.info("agent %s stopped", self.name)
         return 0
 
     # -- pieces -----------------------------------------------------------------------
-    def _on_cron(self, state: StateStore, dispatcher: Dispatcher, name: str
+    def _on_cron(self, state: StateStore, dispatcher: Dispatcher, job_id: str
                  ) -> Callable[[], None]:
         def fire() -> None:
-            state.set_last_fire(f"sync:{name}", dt.datetime.now(dt.UTC))
-            dispatcher.request(name, "schedule")
+            state.set_last_fire(job_id, dt.datetime.now(dt.UTC))
+            dispatcher.request(job_id, "schedule")
         return fire
 
     def _catch_up(self, state: StateStore, dispatcher: Dispatcher) -> None:
-        """Start-up: scan watched syncs; run scheduled ones once if a fire was missed."""
+        """Start-up: scan watched syncs; run scheduled jobs once if a fire was missed."""
         now_utc = dt.datetime.now(dt.UTC)
-        for s in self.config.syncs:
-            if not s.enabled:
-                continue
-            job = f"sync:{s.name}"
-            missed = missed_fire(s.schedule, state.last_fire(job), now_utc) if s.schedule \
+        for job in self.graph.enabled():
+            schedule = job.schedule
+            missed = missed_fire(schedule, state.last_fire(job.id), now_utc) if schedule \
                 else None
-            if s.schedule and state.last_fire(job) is None:
-                state.set_last_fire(job, now_utc)
+            if schedule and state.last_fire(job.id) is None:
+                state.set_last_fire(job.id, now_utc)
             if missed is not None:
-                log.info("sync=%s missed its schedule at %s while the agent was down; "
-                         "catching up once", s.name, missed.isoformat())
-                state.set_last_fire(job, now_utc)
-                dispatcher.request(s.name, "catch-up")
-            elif s.watch:
-                dispatcher.request(s.name, "startup-scan")
+                log.info("%s missed its schedule at %s while the agent was down; catching "
+                         "up once", job.id, missed.isoformat())
+                state.set_last_fire(job.id, now_utc)
+                dispatcher.request(job.id, "catch-up")
+            elif isinstance(job.config, SyncConfig) and job.config.watch:
+                dispatcher.request(job.id, "startup-scan")
 
-    def _loop(self, state: StateStore, dispatcher: Dispatcher) -> None:
+    def _loop(self, state: StateStore, engine: SyncEngine, dispatcher: Dispatcher) -> None:
         beat_every = self.config.agent.heartbeat_seconds
         last_beat = last_rescan = 0.0
         clock = 0.0
@@ -240,7 +269,9 @@ class Agent:
                 # Events can be lost (network mounts give none): rescan watched syncs.
                 for s in self.config.syncs:
                     if s.enabled and s.watch:
-                        dispatcher.request(s.name, "rescan")
+                        dispatcher.request(f"sync:{s.name}", "rescan")
+                # Run records the lake refused earlier (it was away) are written now.
+                flush_quietly(state, engine.lake)
                 last_rescan = clock
             self._commands(state, dispatcher)
 
@@ -250,16 +281,16 @@ class Agent:
         except SiltaError as e:
             log.error("cannot read the command queue: %s", e)
             return
-        names = {s.name for s in self.config.syncs}
         for c in commands:
-            if c["kind"] == "sync.run" and c["args"].get("sync") in names:
-                dispatcher.request(c["args"]["sync"], f"operator:{c['os_user']}")
+            job_id = _command_job(c)
+            known = job_id is not None and any(j.id == job_id for j in self.graph.all)
+            if job_id is not None and known:
+                dispatcher.request(job_id, f"operator:{c['os_user']}")
                 state.finish_command(c["id"], "done", "queued a run")
-                log.info("command %d from %s: run sync %s", c["id"], c["os_user"],
-                         c["args"]["sync"])
+                log.info("command %d from %s: run %s", c["id"], c["os_user"], job_id)
             else:
                 state.finish_command(c["id"], "refused", f"unknown command {c['kind']!r} or "
-                                     "sync")
+                                     "job")
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -271,3 +302,21 @@ class Agent:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+def _committed(outcome: Outcome) -> bool:
+    if isinstance(outcome, SyncOutcome):
+        return outcome.batches > 0
+    return outcome.committed
+
+
+def _command_job(command: dict[str, object]) -> str | None:
+    """The job a queued operator command asks to run (``sync.run`` or ``job.run``)."""
+    args = command.get("args")
+    if not isinstance(args, dict):
+        return None
+    if command.get("kind") == "sync.run" and isinstance(args.get("sync"), str):
+        return f"sync:{args['sync']}"
+    if command.get("kind") == "job.run" and isinstance(args.get("job"), str):
+        return str(args["job"])
+    return None

@@ -69,6 +69,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE batches ADD COLUMN detail TEXT;
     ALTER TABLE runs ADD COLUMN verified TEXT;
     """,
+    # 3: ML runs name their model; run records wait in an outbox until the lake's
+    # _silta/runs holds them (exactly once per outbox seq, under this store's own id)
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
+    ALTER TABLE runs ADD COLUMN model TEXT;
+    ALTER TABLE runs ADD COLUMN model_version INTEGER;
+    ALTER TABLE runs ADD COLUMN detail TEXT;
+    CREATE TABLE lake_outbox (
+        run_id TEXT PRIMARY KEY, row TEXT NOT NULL, seq INTEGER,
+        created_at TEXT NOT NULL, flushed_at TEXT
+    );
+    CREATE INDEX lake_outbox_open ON lake_outbox (flushed_at, seq);
+    """,
 ]
 
 
@@ -364,13 +378,56 @@ class StateStore:
     def finish_run(self, run_id: str, *, status: str, files: int = 0, rows: int = 0,
                    bytes_: int = 0, batches: int = 0, failed: int = 0,
                    table_version: int | None = None, error: str | None = None,
-                   verified: str | None = None) -> None:
+                   verified: str | None = None, model: str | None = None,
+                   model_version: int | None = None,
+                   detail: dict[str, Any] | None = None,
+                   lake_row: dict[str, Any] | None = None) -> None:
+        """Close a run; ``lake_row`` (its ``_silta/runs`` record) goes to the outbox with it."""
         with self.tx() as conn:
             conn.execute(
                 "UPDATE runs SET status=?, finished_at=?, files=?, rows=?, bytes=?, batches=?, "
-                "failed=?, table_version=?, error=?, verified=? WHERE id=?",
+                "failed=?, table_version=?, error=?, verified=?, model=?, model_version=?, "
+                "detail=? WHERE id=?",
                 (status, now(), files, rows, bytes_, batches, failed, table_version, error,
-                 verified, run_id))
+                 verified, model, model_version,
+                 json.dumps(detail, sort_keys=True, default=str) if detail else None, run_id))
+            if lake_row is not None:
+                conn.execute(
+                    "INSERT INTO lake_outbox (run_id, row, created_at) VALUES (?, ?, ?) ON "
+                    "CONFLICT (run_id) DO NOTHING",
+                    (run_id, json.dumps(lake_row, sort_keys=True, default=str), now()))
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM runs WHERE id=?", (run_id,))
+        return dict(rows[0]) if rows else None
+
+    # -- the outbox of _silta/runs ------------------------------------------------------
+    def store_id(self) -> str:
+        """A random id of this state store (the app id of its _silta/runs commits)."""
+        return str(self.query("SELECT value FROM meta WHERE key='store_id'")[0][0])
+
+    def outbox_open(self) -> list[tuple[str, dict[str, Any], int | None]]:
+        """(run_id, row, seq) of run records not yet in the lake; seq set once planned."""
+        rows = self.query("SELECT run_id, row, seq FROM lake_outbox WHERE flushed_at IS NULL "
+                          "ORDER BY seq IS NULL, seq, created_at")
+        return [(str(r[0]), json.loads(r[1]), None if r[2] is None else int(r[2]))
+                for r in rows]
+
+    def outbox_plan(self, min_seq: int) -> int | None:
+        """Give every unplanned record one new seq (at least ``min_seq``); None if none."""
+        with self.tx() as conn:
+            if not conn.execute("SELECT 1 FROM lake_outbox WHERE flushed_at IS NULL AND seq "
+                                "IS NULL LIMIT 1").fetchone():
+                return None
+            top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM lake_outbox").fetchone()[0]
+            seq = max(min_seq, int(top) + 1)
+            conn.execute("UPDATE lake_outbox SET seq=? WHERE flushed_at IS NULL AND seq IS "
+                         "NULL", (seq,))
+        return seq
+
+    def outbox_flushed(self, seq: int) -> None:
+        with self.tx() as conn:
+            conn.execute("UPDATE lake_outbox SET flushed_at=? WHERE seq=?", (now(), seq))
 
     def interrupt_stale_runs(self) -> int:
         """Runs left 'running' by an agent that died; called under the agent lock."""

@@ -33,10 +33,12 @@ from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
+from agent.codeinfo import code_version
 from agent.config import LoadedConfig, SyncConfig
 from agent.outcome import ProgressCallback, SyncOutcome
 from agent.runner import SyncRunner
-from agent.state import FileEntry, StateStore
+from agent.runs import RunRecord, flush_quietly
+from agent.state import FileEntry, StateStore, now
 from agent.stores import Store
 from connectors.abc import FileInfo, FileStore, TableStore
 from connectors.errors import (
@@ -609,8 +611,9 @@ class SyncEngine:
 
     def _run(self, conf: SyncConfig, trigger: str, cancel: threading.Event,
              on_progress: ProgressCallback | None) -> SyncOutcome:
-        run_id = self.state.start_run("publish" if conf.publishes else "sync", conf.name,
-                                      trigger, self.agent_name)
+        kind = "publish" if conf.publishes else "sync"
+        run_id = self.state.start_run(kind, conf.name, trigger, self.agent_name)
+        started = now()
         run = self._runner(conf, run_id, cancel, on_progress)
         out = run.outcome
         try:
@@ -635,9 +638,32 @@ class SyncEngine:
                 out.table_version = table.version() if table is not None else None
             except SiltaError:
                 pass  # already reported as the run's error, or the lake is briefly away
+        error = out.error or ("; ".join(f"{p}: {r}" for p, r in out.quarantined) or None)
+        # Idle runs stay local: a sync every few seconds would add a lake commit each time.
+        lake_row = (self._lake_row(conf, kind, trigger, started, out, error)
+                    if out.batches or out.failed else None)
         self.state.finish_run(
             run_id, status=out.status, files=out.files, rows=out.rows, bytes_=out.bytes,
             batches=out.batches, failed=len(out.quarantined) + (out.status == "failed"),
-            table_version=out.table_version, verified=out.verified,
-            error=out.error or ("; ".join(f"{p}: {r}" for p, r in out.quarantined) or None))
+            table_version=out.table_version, verified=out.verified, error=error,
+            lake_row=lake_row)
+        if lake_row is not None:
+            flush_quietly(self.state, self.lake)
         return out
+
+    def _lake_row(self, conf: SyncConfig, kind: str, trigger: str, started: str,
+                  out: SyncOutcome, error: str | None) -> dict[str, object]:
+        """The run's ``_silta/runs`` record; the files themselves are in the commits."""
+        lake_side = [{"table": conf.table, "version": out.table_version}]
+        onprem = [{"connector": conf.connector, "path": conf.pattern or conf.query,
+                   "files": out.files, "bytes": out.bytes}]
+        record = RunRecord(
+            run_id=out.run_id, kind=kind, name=conf.name, trigger=trigger, status=out.status,
+            agent=self.agent_name, started_at=started, finished_at=now(),
+            inputs=lake_side if conf.publishes else onprem,
+            outputs=onprem if conf.publishes else lake_side,
+            metrics={"rows": out.rows, "batches": out.batches, "files": out.files,
+                     "bytes": out.bytes, "quarantined": len(out.quarantined)},
+            error=error, detail={"verified": out.verified, "skipped": out.skipped},
+            code_version=code_version())
+        return record.as_row()

@@ -278,17 +278,25 @@ class DeltaLake:
 
     def commit_batch(self, name: str, data: pa.RecordBatchReader | pa.Table, *, app_id: str,
                      seq: int, mode: Literal["append", "overwrite"], schema_merge: bool,
-                     metadata: Mapping[str, str]) -> CommitResult:
+                     metadata: Mapping[str, str], follows: int | None | bool = False
+                     ) -> CommitResult:
         """Append (or overwrite with) ``data`` as one commit, exactly once per ``seq``.
 
         A ``pa.Table`` is written again when its commit conflicts (up to ``REPLAYS``
         times); a ``RecordBatchReader`` is read once, so a conflict raises
         ``CommitConflictError`` for the caller to retry with a fresh stream.
+
+        ``follows`` (an int, or None for "no commit of ``app_id`` yet") makes the commit
+        conditional: it is written only on a snapshot whose last seq of ``app_id`` is that
+        one, else a retriable StoreError says another writer came between. With delta-rs
+        refusing concurrent commits of one app id, this is a compare-and-swap: units whose
+        seq is not consecutive (a Delta version range, say) cannot overlap.
         """
         for attempt in range(REPLAYS):
             try:
                 return self._commit_once(name, data, app_id=app_id, seq=seq, mode=mode,
-                                         schema_merge=schema_merge, metadata=metadata)
+                                         schema_merge=schema_merge, metadata=metadata,
+                                         follows=follows)
             except CommitConflictError:
                 if not isinstance(data, pa.Table) or attempt + 1 == REPLAYS:
                     raise
@@ -297,11 +305,16 @@ class DeltaLake:
 
     def _commit_once(self, name: str, data: pa.RecordBatchReader | pa.Table, *, app_id: str,
                      seq: int, mode: Literal["append", "overwrite"], schema_merge: bool,
-                     metadata: Mapping[str, str]) -> CommitResult:
+                     metadata: Mapping[str, str], follows: int | None | bool = False
+                     ) -> CommitResult:
         commit_id = uuid.uuid4().hex
         table = self.open(name)
         try:
             if table is None:
+                if follows is not False and follows is not None:
+                    raise StoreError(f"table {name!r} is gone, though {app_id} had committed "
+                                     f"up to {follows}; it is not written again blindly",
+                                     retriable=False)
                 # Create the table with this batch as version 0, or fail. A write by URI
                 # to a table that appeared meanwhile would append on a snapshot nobody
                 # checked the app id on (a second copy of the batch), and a creation that
@@ -320,6 +333,10 @@ class DeltaLake:
             done = table.transaction_version(app_id)
             if done is not None and done >= seq:
                 return CommitResult(self._version_of(name, app_id, seq, table), already=True)
+            if follows is not False and done != follows:
+                raise StoreError(f"table {name!r}: {app_id} committed up to {done} while this "
+                                 f"unit was planned after {follows}; it is planned again",
+                                 retriable=True)
             write_deltalake(table, data, mode=mode,
                             schema_mode="merge" if schema_merge else None,
                             writer_properties=WRITER,

@@ -12,6 +12,7 @@ a ``Buffer`` where it wants ``bytes``), and working around it means using its in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -161,3 +162,42 @@ def load_model(ref_or_uri: ArtifactRef | str, expected_sha256: str,
         raise ArtifactIntegrityError(
             f"model artifact {uri!r} could not be loaded with skops "
             f"({type(e).__name__}: {e})") from e
+
+
+def version_dir(lake_uri: str, model: str, version: int) -> Path:
+    """The local folder of a model version's files (artifact, model card)."""
+    return _local_root(artifact_uri(lake_uri, model, version)).parent
+
+
+def save_version_file(lake_uri: str, model: str, version: int, name: str, data: bytes) -> str:
+    """Write a file next to a version's artifact (its model card): whole, then renamed."""
+    if name == FILE_NAME or "/" in name or name.startswith("."):
+        raise UsageError(f"{name!r} cannot be written next to a model artifact")
+    folder = version_dir(lake_uri, model, version)
+    path = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise StoreError(f"{path} could not be written: {e}", retriable=True) from e
+    return str(path)
+
+
+def read_version_file(lake_uri: str, model: str, version: int, name: str) -> bytes:
+    path = version_dir(lake_uri, model, version) / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise NotFoundError("file", f"{model}@{version}/{name}") from e
+    except OSError as e:
+        raise StoreError(f"{path} could not be read: {e}", retriable=True) from e

@@ -58,6 +58,10 @@ from connectors.lake import INTERNAL_PREFIX, DeltaLake
 
 REGISTRY_TABLE = f"{INTERNAL_PREFIX}/registry"
 ALIASES_TABLE = f"{INTERNAL_PREFIX}/aliases"
+#: one row per change of a version's state (archived, or active again)
+STATES_TABLE = f"{INTERNAL_PREFIX}/model_states"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
 #: commits tried per registration or alias move when other writers keep winning
 COMMIT_ATTEMPTS = 20
 #: artifact numbers skipped per registration (claims of registrations in flight, or gaps)
@@ -80,6 +84,11 @@ ALIASES_SCHEMA = pa.schema([
     ("previous_version", pa.int64()), ("seq", pa.int64()), ("set_by", pa.string()),
     ("set_at", _TS), ("reason", pa.string()),
 ])
+STATES_SCHEMA = pa.schema([
+    ("model", pa.string()), ("version", pa.int64()), ("state", pa.string()),
+    ("seq", pa.int64()), ("set_by", pa.string()), ("set_at", _TS), ("reason", pa.string()),
+])
+VERSION_STATES = ("active", "archived")
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,25 @@ class ModelRegistry:
         return found[0]
 
     def latest(self, model: str) -> ModelVersion:
-        return self.versions(model)[-1]
+        """The newest version that is not archived."""
+        archived = self.archived(model)
+        live = [v for v in self.versions(model) if v.version not in archived]
+        if not live:
+            raise NotFoundError("model version", f"{model} (latest)",
+                                "every version is archived; name one as MODEL@VERSION")
+        return live[-1]
+
+    def states(self, model: str) -> list[dict[str, Any]]:
+        """State changes of ``model``'s versions (archived / active), oldest first."""
+        rows = self._rows(self.lake.open(STATES_TABLE), check_model_name(model))
+        return sorted(rows, key=lambda r: r["seq"])
+
+    def archived(self, model: str) -> set[int]:
+        """Versions of ``model`` whose latest state is ``archived``."""
+        current: dict[int, str] = {}
+        for r in self.states(model):
+            current[int(r["version"])] = r["state"]
+        return {v for v, s in current.items() if s == "archived"}
 
     def _unknown_model(self, model: str) -> NotFoundError:
         known = self.models()
@@ -238,12 +265,16 @@ class ModelRegistry:
     def register(self, model: str, *, save: Callable[[int], ArtifactRef], flavor: str,
                  signature: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any],
                  training_data: dict[str, Any], code_version: str | None,
-                 libraries: dict[str, str], config_hash: str, created_by: str
+                 libraries: dict[str, str], config_hash: str, created_by: str,
+                 on_saved: Callable[[int, ArtifactRef], None] | None = None
                  ) -> ModelVersion:
         """Save the artifact for a new version with ``save(version)`` and record it.
 
         ``save`` must create the artifact at ``artifact_uri(lake.uri, model, version)``
         and refuse an existing one (``save_model`` does): that file claims the number.
+        ``on_saved(version, artifact)`` runs once the number is claimed and before the
+        row is committed (the model card is written there); if it raises, nothing is
+        registered and the number stays a gap.
         """
         check_model_name(model)
         encoded = {k: _json(v, k) for k, v in (
@@ -252,6 +283,8 @@ class ModelRegistry:
         rows = self._registry_rows(model)
         version, artifact = self._claim(model, max((r["version"] for r in rows), default=0) + 1,
                                         save)
+        if on_saved is not None:
+            on_saved(version, artifact)
         created_at = _now()
 
         def build(snapshot: list[dict[str, Any]], seq: int) -> pa.Table:
@@ -303,6 +336,8 @@ class ModelRegistry:
         check_model_name(model)
         check_alias(alias)
         self.get(model, version)  # the version must exist; versions are never removed
+        if version in self.archived(model):
+            raise UsageError(f"{model}@{version} is archived; an alias cannot point at it")
         set_at = _now()
 
         def build(snapshot: list[dict[str, Any]], seq: int) -> pa.Table:
@@ -314,6 +349,29 @@ class ModelRegistry:
                 "reason": reason}], schema=ALIASES_SCHEMA)
 
         self._append(ALIASES_TABLE, f"silta-aliases/{model}", model, build)
+
+    def set_state(self, model: str, version: int, state: str, *, by: str, reason: str
+                  ) -> None:
+        """Archive a version (or make it active again); an aliased version stays active."""
+        check_model_name(model)
+        if state not in VERSION_STATES:
+            raise UsageError(f"state {state!r} is not one of {', '.join(VERSION_STATES)}")
+        self.get(model, version)
+        if state == "archived":
+            pointing = sorted(a for a, v in self.aliases(model).items() if v == version)
+            if pointing:
+                raise UsageError(
+                    f"{model}@{version} is {' and '.join(pointing)}; move "
+                    f"{'them' if len(pointing) > 1 else 'it'} to another version first "
+                    f"(`silta models alias {model} {pointing[0]} VERSION`)")
+        set_at = _now()
+
+        def build(snapshot: list[dict[str, Any]], seq: int) -> pa.Table:
+            return pa.Table.from_pylist([{
+                "model": model, "version": version, "state": state, "seq": seq,
+                "set_by": by, "set_at": set_at, "reason": reason}], schema=STATES_SCHEMA)
+
+        self._append(STATES_TABLE, f"silta-states/{model}", model, build)
 
     def _append(self, name: str, app_id: str, model: str,
                 build: Callable[[list[dict[str, Any]], int], pa.Table]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import default_config_path, json_schema, load_config
+from agent.jobs import JobGraph
 from connectors.errors import ConfigError
 from tests.conftest import ROOT, dedent
 
@@ -64,11 +65,20 @@ def test_demo_config_is_valid():
     loaded = load_config(ROOT / "config" / "demo.toml")
     assert [s.name for s in loaded.config.syncs] == [
         "survey_responses", "coded_sample", "enterprise_register", "publish_codes_db",
-        "publish_codes_file"]
-    assert [s.publishes for s in loaded.config.syncs] == [False, False, False, True, True]
-    assert loaded.config.waves([s.name for s in loaded.config.syncs]) == [
-        ["survey_responses", "coded_sample", "enterprise_register"],
-        ["publish_codes_db", "publish_codes_file"]]
+        "publish_codes_file", "publish_predictions"]
+    assert [s.publishes for s in loaded.config.syncs] == [False, False, False, True, True,
+                                                          True]
+    graph = JobGraph(loaded.config)
+    # ingests, then what follows them: publishes and training, then prediction, then
+    # the publish of the predictions
+    assert graph.waves([j.id for j in graph.enabled()]) == [
+        ["sync:survey_responses", "sync:coded_sample", "sync:enterprise_register"],
+        ["sync:publish_codes_db", "sync:publish_codes_file", "train:train_occupation_coder"],
+        ["predict:code_answers"], ["sync:publish_predictions"]]
+    coder = loaded.config.model("occupation_coder")
+    assert (coder.training_table, coder.labels_table, coder.key, coder.label) == (
+        "raw/survey_responses", "raw/coded_sample", ["response_id"], "isco08")
+    assert loaded.config.prediction("code_answers").model_ref == "occupation_coder@champion"
     assert loaded.state_dir == ROOT / "var" / "state"
 
 

@@ -1,0 +1,110 @@
+"""`silta jobs ...`: every sync, training and prediction, and running one now."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import sys
+import threading
+from typing import Any
+
+from agent.config import LoadedConfig, SyncConfig
+from agent.jobs import JobGraph
+from agent.ml.config import PredictionConfig, TrainingConfig
+from agent.outcome import JobOutcome
+from agent.output import print_json, print_table
+from connectors.errors import LockHeldError
+from connectors.names import safe_display
+
+
+def job_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    rows = []
+    for job in JobGraph(loaded.config).all:
+        c = job.config
+        if isinstance(c, SyncConfig):
+            what = f"{c.source} -> {c.target}"
+        elif isinstance(c, TrainingConfig):
+            what = f"model {c.model}"
+        else:
+            assert isinstance(c, PredictionConfig)
+            what = f"{c.model_ref}: {c.input} -> {c.output}"
+        rows.append({"job": job.id, "kind": job.kind, "name": job.name, "what": what,
+                     "schedule": job.schedule, "after": job.after, "enabled": job.enabled})
+    return rows
+
+
+def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    rows = job_rows(loaded)
+    if args.json:
+        print_json(rows)
+    else:
+        view = [{**r, "after": ", ".join(r["after"]) or "-"} for r in rows]
+        print_table(view, ["job", "what", "schedule", "after", "enabled"], title="jobs",
+                    empty="no jobs configured")
+    return 0
+
+
+def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    """Run one training or prediction now, here; queue it when the agent is running."""
+    from agent.lock import InstanceLock
+    from agent.ml.jobrunner import MlJobRunner
+    from agent.state import StateStore
+    from agent.stores import open_lake
+
+    job = JobGraph(loaded.config).find(args.name)
+    if job.kind == "sync":
+        from agent.cli import cmd_sync_run
+
+        args.name = job.name
+        return cmd_sync_run(args)
+    lock = InstanceLock(loaded.state_dir)
+    try:
+        lock.acquire()
+    except LockHeldError:
+        command = StateStore(loaded.state_dir).enqueue_command("job.run", {"job": job.id})
+        sys.stdout.write(f"the agent is running: queued a run of {job.id} for it (command "
+                         f"{command}); follow it with `silta runs list --name {job.name}`\n")
+        return 0
+    try:
+        state = StateStore(loaded.state_dir)
+        runner = MlJobRunner(loaded, state, open_lake(loaded), loaded.config.agent.name,
+                             in_process=True)
+        cancel = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+        outcome = runner.run(job.kind, job.name, trigger=f"cli:{getpass.getuser()}",
+                             cancel=cancel, force=args.force)
+    finally:
+        lock.release()
+    print_job_outcomes([outcome], args.json)
+    return 1 if outcome.failed else 0
+
+
+def print_job_outcomes(outcomes: list[JobOutcome], as_json: bool) -> None:
+    if as_json:
+        print_json([o.as_dict() for o in outcomes])
+        return
+    rows = [{**o.as_dict(), "job": f"{o.kind}:{o.name}",
+             "model": f"{o.model}@{o.model_version}" if o.model_version else (o.model or "-")}
+            for o in outcomes]
+    print_table(rows, ["job", "status", "model", "rows", "table_version"], title="ML runs",
+                empty="no ML jobs ran")
+    for o in outcomes:
+        text = o.error if o.failed else o.message
+        if text:
+            sys.stdout.write(safe_display(f"{o.kind}:{o.name}: {text}") + "\n")
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser,
+               parser_class: type[argparse.ArgumentParser], func: Any) -> None:
+    jb = sub.add_parser("jobs", help="syncs, trainings and predictions")
+    jb_sub = jb.add_subparsers(dest="jobs_cmd", required=True, parser_class=parser_class)
+    jb_sub.add_parser("list", parents=[common, as_json], help="every job and what it follows"
+                      ).set_defaults(func=func)
+    jr = jb_sub.add_parser("run", parents=[common, as_json],
+                           help="run a job now (queued for the agent when it is running)")
+    jr.add_argument("name", help="NAME or KIND:NAME (sync, train, predict)")
+    jr.add_argument("--force", action="store_true",
+                    help="train even when the data and config are unchanged")
+    jb.set_defaults(func=func)
+    jr.set_defaults(func=func)
