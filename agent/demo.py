@@ -40,6 +40,23 @@ PREFIXES = {
     "sv": ["", "", "", "senior ", "biträdande ", "ansvarig "],
     "en": ["", "", "", "senior ", "assistant ", "lead "],
 }
+# Vague answers, as real ones often are: the same words for several unit groups, so an
+# automated coder is unsure of them (and sends them to the coders).
+VAGUE: dict[str, tuple[str, str, str]] = {
+    "2221": ("hoitaja", "vårdare", "carer"),
+    "5321": ("hoitaja", "vårdare", "carer"),
+    "5311": ("hoitaja", "vårdare", "carer"),
+    "2512": ("asiantuntija", "expert", "specialist"),
+    "2411": ("asiantuntija", "expert", "specialist"),
+    "2635": ("asiantuntija", "expert", "specialist"),
+    "8332": ("työntekijä", "arbetare", "worker"),
+    "7115": ("työntekijä", "arbetare", "worker"),
+    "7411": ("työntekijä", "arbetare", "worker"),
+    "9112": ("työntekijä", "arbetare", "worker"),
+}
+VAGUE_SHARE = 0.07
+#: coders disagree now and then: a coded answer gets another unit group
+CODER_SLIPS = 0.03
 SUFFIXES = ["", "", "", "", " (osa-aikainen)", ", määräaikainen", " / part time", " 50%"]
 REGIONS = ["Uusimaa", "Pirkanmaa", "Varsinais-Suomi", "Pohjois-Pohjanmaa", "Keski-Suomi",
            "Lappi", "Ahvenanmaa", "Pohjanmaa"]
@@ -52,6 +69,9 @@ START = dt.datetime(2026, 9, 1, 8, 0, 0)
 
 def _title(rng: random.Random, lang: str, occ: tuple[str, str, str, str]) -> str:
     base = {"fi": occ[1], "sv": occ[2], "en": occ[3]}[lang]
+    vague = VAGUE.get(occ[0])
+    if vague is not None and rng.random() < VAGUE_SHARE:
+        base = {"fi": vague[0], "sv": vague[1], "en": vague[2]}[lang]
     title = rng.choice(PREFIXES[lang]) + base + rng.choice(SUFFIXES)
     if rng.random() < 0.15:
         title = title.capitalize()
@@ -92,7 +112,9 @@ def generate(seed: int, files: int, rows: int) -> list[tuple[str, bytes, dt.date
                 row[6] = ""  # a skipped question
             lines.append(";".join(_quote(v) for v in row))
             if rng.random() < 0.25:
-                coded.append(f"{rid};{occ[0]};{rng.choice(['coder-a', 'coder-b', 'coder-c'])}")
+                code = (rng.choice(OCCUPATIONS)[0] if rng.random() < CODER_SLIPS
+                        else occ[0])
+                coded.append(f"{rid};{code};{rng.choice(['coder-a', 'coder-b', 'coder-c'])}")
         exported = stamp + dt.timedelta(hours=13)
         out.append((f"responses/responses_{stamp:%Y%m%d}.csv",
                     ("\n".join(lines) + "\n").encode("utf-8"), exported))

@@ -11,10 +11,12 @@ from rich.markup import escape
 
 from agent.config import LoadedConfig
 from agent.lock import InstanceLock
+from agent.ml.config import PredictionConfig, TrainingConfig
 from agent.output import print_table
 from agent.state import StateStore
 from agent.stores import open_lake
 from connectors.errors import SiltaError, StateStoreError
+from connectors.lake import DeltaLake
 
 
 def _age(ts: str | None) -> float | None:
@@ -65,7 +67,38 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
             "verified": run.get("verified"),
             "table": s.table, "table_version": version,
         })
-    return {"agent": agent, "syncs": syncs}
+    return {"agent": agent, "syncs": syncs, "jobs": _jobs(loaded, state, lake)}
+
+
+def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
+          ) -> list[dict[str, Any]]:
+    """Each training and prediction: its last run and the model version it names now."""
+    from agent.ml.registry import ModelRegistry
+
+    conf = loaded.config
+    registry = ModelRegistry(lake)
+    out = []
+    jobs: list[tuple[str, TrainingConfig | PredictionConfig, str]] = [
+        *(("train", t, t.model) for t in conf.trainings),
+        *(("predict", p, p.model_ref) for p in conf.predictions)]
+    for kind, job, ref in jobs:
+        last = state.runs(kind=kind, name=job.name, limit=1) if state else []
+        run = last[0] if last else {}
+        try:
+            resolved = registry.resolve(ref)
+            current: str | None = f"{resolved.model}@{resolved.version}"
+        except SiltaError:
+            current = None
+        out.append({
+            "job": f"{kind}:{job.name}", "kind": kind, "name": job.name,
+            "enabled": job.enabled, "schedule": job.schedule, "model": ref,
+            "resolves_to": current, "last_run": run.get("started_at"),
+            "outcome": run.get("status"), "rows": run.get("rows"),
+            "run_model": (f"{run['model']}@{run['model_version']}"
+                          if run.get("model") and run.get("model_version") else None),
+            "result": run.get("verified"), "error": run.get("error"),
+        })
+    return out
 
 
 def print_status(status: dict[str, Any]) -> None:
@@ -84,3 +117,9 @@ def print_status(status: dict[str, Any]) -> None:
     for s in status["syncs"]:
         if s["verified"] and not s["verified"].startswith("ok"):
             console.print(f"[red]{escape(s['sync'])}: verification: {escape(s['verified'])}[/]")
+    if status["jobs"]:
+        print_table(status["jobs"], ["job", "last_run", "outcome", "run_model", "rows",
+                                     "resolves_to"], title="trainings and predictions")
+        for j in status["jobs"]:
+            if j["outcome"] == "failed" and j["error"]:
+                console.print(f"[red]{escape(j['job'])}: {escape(j['error'])}[/]")

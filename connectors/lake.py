@@ -25,6 +25,7 @@ credentials an ``AuthError``, an endpoint that cannot be reached (refused, timed
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import os
 import random
@@ -99,6 +100,14 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STATUS = re.compile(r"\b([45]\d\d) ([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)*)")
 _CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _HOST = re.compile(r"\bhttps?://[^/\s?#]+")
+
+
+class _Unconditional(enum.Enum):
+    TOKEN = 0
+
+
+#: ``commit_batch(follows=...)``'s default: no condition on the app id's last seq
+UNCONDITIONAL = _Unconditional.TOKEN
 
 
 @dataclass(frozen=True)
@@ -278,8 +287,8 @@ class DeltaLake:
 
     def commit_batch(self, name: str, data: pa.RecordBatchReader | pa.Table, *, app_id: str,
                      seq: int, mode: Literal["append", "overwrite"], schema_merge: bool,
-                     metadata: Mapping[str, str], follows: int | None | bool = False
-                     ) -> CommitResult:
+                     metadata: Mapping[str, str],
+                     follows: int | _Unconditional | None = UNCONDITIONAL) -> CommitResult:
         """Append (or overwrite with) ``data`` as one commit, exactly once per ``seq``.
 
         A ``pa.Table`` is written again when its commit conflicts (up to ``REPLAYS``
@@ -305,13 +314,13 @@ class DeltaLake:
 
     def _commit_once(self, name: str, data: pa.RecordBatchReader | pa.Table, *, app_id: str,
                      seq: int, mode: Literal["append", "overwrite"], schema_merge: bool,
-                     metadata: Mapping[str, str], follows: int | None | bool = False
-                     ) -> CommitResult:
+                     metadata: Mapping[str, str],
+                     follows: int | _Unconditional | None = UNCONDITIONAL) -> CommitResult:
         commit_id = uuid.uuid4().hex
         table = self.open(name)
         try:
             if table is None:
-                if follows is not False and follows is not None:
+                if follows is not UNCONDITIONAL and follows is not None:
                     raise StoreError(f"table {name!r} is gone, though {app_id} had committed "
                                      f"up to {follows}; it is not written again blindly",
                                      retriable=False)
@@ -333,7 +342,7 @@ class DeltaLake:
             done = table.transaction_version(app_id)
             if done is not None and done >= seq:
                 return CommitResult(self._version_of(name, app_id, seq, table), already=True)
-            if follows is not False and done != follows:
+            if follows is not UNCONDITIONAL and done != follows:
                 raise StoreError(f"table {name!r}: {app_id} committed up to {done} while this "
                                  f"unit was planned after {follows}; it is planned again",
                                  retriable=True)

@@ -437,11 +437,15 @@ def _reproducibility(f: CardFacts) -> dict[str, str]:
     known.append(f"config sha256 {f.config_hash[:12]}")
     if f.libraries:
         known.append("libraries " + ", ".join(f"{k} {v}" for k, v in sorted(f.libraries.items())))
+    run = td.get("run_id") or "RUN_ID"
+    if f.code_version and "uncommitted" in f.code_version:
+        # the commit alone does not hold the code that made this version
+        missing.append("the code's uncommitted changes")
     if missing:
         return _item(principle, item, ATTENTION,
                      f"unknown: {', '.join(missing)}; known: {', '.join(known)}")
     return _item(principle, item, MET,
-                 f"{', '.join(known)}; silta runs replay RUN_ID re-runs it")
+                 f"{', '.join(known)}; `silta runs replay {run}` re-runs it")
 
 
 def _transparency(f: CardFacts) -> dict[str, str]:

@@ -22,12 +22,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
+from agent.ml.estimators import MISSING
 from connectors.errors import UsageError
 
 METRIC_NAMES: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1", "macro_precision",
                                  "macro_recall")
-#: the segment value of a null
-MISSING = "(missing)"
 _NULL_KEY = "\x00"
 _SEPARATOR = "\x1f"  # ASCII unit separator: does not occur in real key values
 
@@ -99,9 +98,10 @@ def split_mask(keys: pd.DataFrame, seed: int, test_fraction: float) -> np.ndarra
 # --- metrics -------------------------------------------------------------------------------
 
 def _check_names(names: Sequence[str]) -> None:
-    unknown = [n for n in names if n not in _METRICS]
-    if unknown or isinstance(names, str):
-        raise UsageError(f"unknown metrics: {', '.join(unknown or [str(names)])}; known: "
+    # a bare string is a Sequence[str] too: "accuracy" would be eight unknown letters
+    unknown = [names] if isinstance(names, str) else [n for n in names if n not in _METRICS]
+    if unknown:
+        raise UsageError(f"unknown metrics: {', '.join(map(str, unknown))}; give a list of: "
                          f"{', '.join(METRIC_NAMES)}")
 
 

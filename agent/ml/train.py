@@ -107,6 +107,7 @@ class FitResult:
     terms: dict[str, list[str]]
     output_hashes: dict[str, str]
     output_hash: str
+    class_counts: dict[str, int]  # training rows per class
 
 
 def recipe(conf: ModelConfig) -> dict[str, Any]:
@@ -260,7 +261,8 @@ def fit_and_evaluate(conf: ModelConfig, data: TrainingData) -> FitResult:
         segment_gaps=primary_gap(segments, conf.primary_metric) if segments else [],
         importance=influential_features(estimator, x_eval, y_eval, seed=conf.seed),
         terms=top_terms(estimator), output_hashes=hashes,
-        output_hash=combine(hashes, output.num_rows))
+        output_hash=combine(hashes, output.num_rows),
+        class_counts={c: y_train.count(c) for c in sorted(set(y_train))})
 
 
 def eval_output(eval_table: pa.Table, key: list[str], preds: Predictions) -> pa.Table:
@@ -428,7 +430,7 @@ def run_training(lake: DeltaLake, model: str, conf: ModelConfig, *, run_id: str,
                            if conf.labels_table else None),
                 "inputs": data.inputs, "train_rows": fit.train_rows,
                 "eval_rows": fit.eval_rows, "unlabelled_rows": data.unlabelled,
-                "run_id": run_id}
+                "class_counts": fit.class_counts, "run_id": run_id}
     card_box: dict[str, Any] = {}
 
     def on_saved(version: int, artifact: Any) -> None:
@@ -456,7 +458,7 @@ def run_training(lake: DeltaLake, model: str, conf: ModelConfig, *, run_id: str,
                     "artifact_uri": registered.artifact.uri,
                     "artifact_sha256": registered.artifact.sha256}]
     out.metrics = {"overall": fit.metrics["overall"], "primary_metric": conf.primary_metric,
-                   "promotion": decision}
+                   "promotion": decision, "rows": data.rows}
     out.detail = {"content_hash": data.content_hash, "output_hash": fit.output_hash,
                   "output_columns": fit.output_hashes, "recipe": recipe(conf),
                   "seed": conf.seed}

@@ -184,7 +184,11 @@ def test_sync_run_while_the_agent_runs_is_queued_for_it(tmp_path: Path) -> None:
 
         command = wait_for("the command to be marked done", finished, timeout=10)
         assert (command["kind"], command["result"]) == ("sync.run", "queued a run")
-        runs = ledger(tmp_path / "state", "SELECT trigger, status, rows FROM runs WHERE name='m'")
+        # the table holds the rows a moment before the run is closed in the state store
+        runs = wait_for("the run of m to be closed", lambda: [
+            r for r in ledger(tmp_path / "state",
+                              "SELECT trigger, status, rows FROM runs WHERE name='m'")
+            if r["status"] != "running"], timeout=10)
         assert runs == [{"trigger": f"operator:{command['os_user']}", "status": "ok",
                          "rows": 7}]
         assert agent.terminate(timeout=15) == 0, agent.stderr()

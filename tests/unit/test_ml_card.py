@@ -290,8 +290,19 @@ def test_reproducibility_met_lists_inputs_and_replay() -> None:
     item = _check(build_card(_facts()), "Reproducibility")
     assert item["status"] == "met"
     for part in ("raw/x@3", "abababababab", "coded/x@2", "silta 0.1.0 (git 1a2b3c4)",
-                 "seed 7", "scikit-learn 1.5.2", "silta runs replay RUN_ID re-runs it"):
+                 "seed 7", "scikit-learn 1.5.2", "`silta runs replay RUN_ID` re-runs it"):
         assert part in item["evidence"], part
+    facts = _facts()
+    facts.training_data["run_id"] = "9f8e7d6c5b4a3f2e"
+    item = _check(build_card(facts), "Reproducibility")
+    assert "`silta runs replay 9f8e7d6c5b4a3f2e` re-runs it" in item["evidence"]
+
+
+def test_reproducibility_attention_with_uncommitted_code() -> None:
+    facts = _facts(code_version="silta 0.1.0 (git 1a2b3c4 + uncommitted changes)")
+    item = _check(build_card(facts), "Reproducibility")
+    assert item["status"] == "attention"
+    assert "unknown: the code's uncommitted changes" in item["evidence"]
 
 
 def test_reproducibility_attention_when_code_version_unknown() -> None:

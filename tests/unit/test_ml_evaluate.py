@@ -122,9 +122,11 @@ def test_compute_metrics_gives_the_names_asked_for_and_nothing_for_no_rows():
 
 
 def test_compute_metrics_refuses_unknown_names_and_unequal_lengths():
-    with pytest.raises(UsageError, match="unknown metrics: auc; known: accuracy, macro_f1, "
-                                         "weighted_f1, macro_precision, macro_recall"):
+    with pytest.raises(UsageError, match="unknown metrics: auc; give a list of: accuracy, "
+                                         "macro_f1, weighted_f1, macro_precision, macro_recall"):
         compute_metrics(["a"], ["a"], ["accuracy", "auc"])
+    with pytest.raises(UsageError, match="unknown metrics: accuracy; give a list"):
+        compute_metrics(["a"], ["a"], "accuracy")
     with pytest.raises(UsageError, match="y_true has 2 labels but y_pred has 1"):
         compute_metrics(["a", "b"], ["a"], ["accuracy"])
 
