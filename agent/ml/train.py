@@ -22,6 +22,7 @@ import getpass
 import json
 import logging
 import socket
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -262,7 +263,7 @@ def fit_and_evaluate(conf: ModelConfig, data: TrainingData) -> FitResult:
         importance=influential_features(estimator, x_eval, y_eval, seed=conf.seed),
         terms=top_terms(estimator), output_hashes=hashes,
         output_hash=combine(hashes, output.num_rows),
-        class_counts={c: y_train.count(c) for c in sorted(set(y_train))})
+        class_counts=dict(sorted(Counter(y_train).items())))
 
 
 def eval_output(eval_table: pa.Table, key: list[str], preds: Predictions) -> pa.Table:
