@@ -441,11 +441,13 @@ def _reproducibility(f: CardFacts) -> dict[str, str]:
     if f.code_version and "uncommitted" in f.code_version:
         # the commit alone does not hold the code that made this version
         missing.append("the code's uncommitted changes")
+    replay = f"`silta runs replay {run}` re-runs it"
     if missing:
         return _item(principle, item, ATTENTION,
-                     f"unknown: {', '.join(missing)}; known: {', '.join(known)}")
-    return _item(principle, item, MET,
-                 f"{', '.join(known)}; `silta runs replay {run}` re-runs it")
+                     f"unknown: {', '.join(missing)}; known: {', '.join(known)}"
+                     + (f"; {replay} and says whether the result is the same"
+                        if td.get("content_hash") and seed is not None else ""))
+    return _item(principle, item, MET, f"{', '.join(known)}; {replay}")
 
 
 def _transparency(f: CardFacts) -> dict[str, str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import math
 import socket
 from collections import Counter
 from collections.abc import Mapping
@@ -249,9 +250,9 @@ def fit_and_evaluate(conf: ModelConfig, data: TrainingData) -> FitResult:
     segments = (segment_metrics(y_eval, preds.predicted, eval_df[conf.segments], conf.metrics)
                 if conf.segments else {})
     coverage = confidence_coverage(y_eval, preds.predicted, preds.confidence)
-    metrics = {"overall": overall, "segments": segments, "coverage": coverage,
-               "primary_metric": conf.primary_metric, "train_rows": len(train_df),
-               "eval_rows": len(eval_df)}
+    metrics = json_safe({"overall": overall, "segments": segments, "coverage": coverage,
+                         "primary_metric": conf.primary_metric, "train_rows": len(train_df),
+                         "eval_rows": len(eval_df)})
     eval_table = pa.Table.from_pandas(eval_df, preserve_index=False)
     output = eval_output(eval_table, conf.key, preds)
     hashes = column_hashes(output, conf.key)
@@ -260,10 +261,22 @@ def fit_and_evaluate(conf: ModelConfig, data: TrainingData) -> FitResult:
         train_rows=len(train_df), eval_rows=len(eval_df), eval_table=eval_table,
         eval_predictions=preds, metrics=metrics,
         segment_gaps=primary_gap(segments, conf.primary_metric) if segments else [],
-        importance=influential_features(estimator, x_eval, y_eval, seed=conf.seed),
+        importance=json_safe(influential_features(estimator, x_eval, y_eval,
+                                                  seed=conf.seed)),
         terms=top_terms(estimator), output_hashes=hashes,
         output_hash=combine(hashes, output.num_rows),
         class_counts=dict(sorted(Counter(y_train).items())))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither: "no value" is honest)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def eval_output(eval_table: pa.Table, key: list[str], preds: Predictions) -> pa.Table:

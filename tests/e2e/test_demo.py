@@ -20,7 +20,11 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _by_sync(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {o["sync"]: o for o in outcomes}
+    return {o["sync"]: o for o in outcomes if o["kind"] == "sync"}
+
+
+def _by_job(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{o['kind']}:{o['name']}": o for o in outcomes if o["kind"] != "sync"}
 
 
 def _tables(root: Path, config: Path) -> dict[str, dict[str, Any]]:
@@ -58,6 +62,7 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
         "enterprise_register": ("ok", 1, 0, 300, 0),
         "publish_codes_db": ("ok", 1, 0, coded_rows, 0),
         "publish_codes_file": ("ok", 1, 1, coded_rows, 0),
+        "publish_predictions": ("ok", 1, 1, 2400, 0),
     }
     assert {k: o["verified"] for k, o in first.items()} == {
         "survey_responses": "ok: rows read 2400 = written 2400",
@@ -65,7 +70,43 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
         "enterprise_register": "ok: rows read 300 = written 300",
         "publish_codes_db": f"ok: rows read {coded_rows} = written {coded_rows}",
         "publish_codes_file": f"ok: rows read {coded_rows} = written {coded_rows}",
+        "publish_predictions": "ok: rows read 2400 = written 2400",
     }
+    # the coder was trained on the coded sample, made champion, and coded every answer
+    jobs = _by_job(r.json())
+    assert {k: (o["status"], o["committed"], o["model"], o["model_version"], o["rows"])
+            for k, o in jobs.items()} == {
+        "train:train_occupation_coder": ("ok", True, "occupation_coder", 1, coded_rows),
+        "predict:code_answers": ("ok", True, "occupation_coder", 1, 2400),
+    }
+    assert "promoted (first version" in jobs["train:train_occupation_coder"]["message"]
+    predictions = lake / "predictions" / "occupation_codes"
+    assert duck_rows(duck, predictions, "SELECT count(*), count(DISTINCT response_id), "
+                     "min(model_version), max(model_version) FROM t") == [(2400, 2400, 1, 1)]
+    flagged = duck_rows(duck, predictions, "SELECT count(*) FROM t WHERE needs_review")[0][0]
+    assert flagged == duck_rows(duck, predictions, "SELECT count(*) FROM t WHERE "
+                                "confidence < 0.6")[0][0]
+    assert 0 < flagged < 2400 * 0.5
+    # the automated codes agree with the coders on most coded answers
+    agree = duck.execute(
+        f"SELECT avg(CASE WHEN p.predicted = c.isco08 THEN 1 ELSE 0 END) FROM "
+        f"delta_scan('{predictions}') p JOIN delta_scan('{lake / 'raw' / 'coded_sample'}') c "
+        "USING (response_id)").fetchall()[0][0]
+    assert agree > 0.85
+    # ... and are back on-prem, one CSV file per predictions version
+    predicted_csv = (incoming / "outgoing" / "predicted_codes_v0.csv").read_text(
+        encoding="utf-8").splitlines()
+    assert predicted_csv[0] == ('"response_id";"predicted";"confidence";"needs_review";'
+                                '"model";"model_version";"run_id"')
+    assert len(predicted_csv) == 2401
+    r = silta(tmp_path, "models", "list", "--json", "--config", config)
+    assert r.code == 0, r
+    assert [(m["model"], m["versions"], m["aliases"]) for m in r.json()] == [
+        ("occupation_coder", 1, {"champion": 1})]
+    r = silta(tmp_path, "models", "card", "occupation_coder@champion", "--config", config)
+    assert r.code == 0, r
+    assert r.out.startswith("# Model card: occupation_coder v1\n")
+    assert "## Responsible ML checklist" in r.out
     # both ways: the coded sample is back on-prem, in the database and as a CSV file
     with contextlib.closing(sqlite3.connect(register_db)) as db:
         published = db.execute("SELECT response_id, isco08, coder FROM occupation_codes "
@@ -79,16 +120,18 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
     assert out_lines[0] == '"response_id";"isco08";"coder"'
     assert sorted(tuple(v.strip('"') for v in line.split(";")) for line in out_lines[1:]) == (
         expected_codes)
-    assert not [p.name for p in (incoming / "outgoing").iterdir()
-                if p.name != "coded_sample_v0.csv"]
+    assert sorted(p.name for p in (incoming / "outgoing").iterdir()) == [
+        "coded_sample_v0.csv", "predicted_codes_v0.csv"]
 
     tables = _tables(tmp_path, config)
-    assert sorted(tables) == ["raw/coded_sample", "raw/enterprises", "raw/survey_responses"]
+    assert sorted(tables) == ["predictions/occupation_codes", "raw/coded_sample",
+                              "raw/enterprises", "raw/survey_responses"]
     assert {k: (t["version"], t["rows"], t["columns"], t["last_operation"])
             for k, t in tables.items()} == {
         "raw/survey_responses": (0, 2400, 12, "WRITE"),
         "raw/coded_sample": (0, coded_rows, 6, "WRITE"),
         "raw/enterprises": (0, 300, 9, "WRITE"),
+        "predictions/occupation_codes": (0, 2400, 10, "WRITE"),
     }
 
     survey, coded = lake / "raw" / "survey_responses", lake / "raw" / "coded_sample"
@@ -126,6 +169,13 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
         "enterprise_register": ("ok", 0, 0, 0, 0),
         "publish_codes_db": ("ok", 0, 0, 0, 0),
         "publish_codes_file": ("ok", 0, 0, 0, 0),
+        "publish_predictions": ("ok", 0, 0, 0, 0),
+    }
+    # the same data and config: no new model version, nothing new to predict
+    assert {k: (o["status"], o["committed"], o["model_version"])
+            for k, o in _by_job(r.json()).items()} == {
+        "train:train_occupation_coder": ("skipped", False, 1),
+        "predict:code_answers": ("ok", False, None),
     }
     assert _tables(tmp_path, config) == tables
 
@@ -143,6 +193,7 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
         "enterprise_register": ("ok", 0, 0, 0, 0),
         "publish_codes_db": ("ok", 0, 0, 0, 0),
         "publish_codes_file": ("ok", 0, 0, 0, 0),
+        "publish_predictions": ("ok", 0, 0, 0, 0),
     }
     assert _tables(tmp_path, config) == tables
     assert duck_rows(duck, survey, "SELECT count(*) FROM t") == [(2400,)]

@@ -309,11 +309,13 @@ def test_reproducibility_attention_when_code_version_unknown() -> None:
     item = _check(build_card(_facts(code_version=None)), "Reproducibility")
     assert item["status"] == "attention"
     assert "code version (git commit unknown)" in item["evidence"]
-    assert "replay" not in item["evidence"]
+    # the data and seed are pinned: a replay can still say whether the result is the same
+    assert "re-runs it and says whether the result is the same" in item["evidence"]
     facts = _facts()
     facts.training_data["content_hash"] = ""
     item = _check(build_card(facts), "Reproducibility")
     assert item["status"] == "attention" and "unknown: content hash" in item["evidence"]
+    assert "replay" not in item["evidence"]
 
 
 def test_reproducibility_version_zero_and_seed_zero_count_as_known() -> None:
