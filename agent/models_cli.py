@@ -136,7 +136,8 @@ def cmd_card(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     v = reg.resolve(args.model)
     name = "card.json" if args.json else "card.md"
     try:
-        data = read_version_file(reg.lake.uri, v.model, v.version, name)
+        data = read_version_file(reg.lake.uri, reg.lake.storage_options, v.model, v.version,
+                                 name)
     except NotFoundError:
         raise NotFoundError("model card", f"{v.model}@{v.version}",
                             "it is written when the version is registered by a training "

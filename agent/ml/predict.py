@@ -93,13 +93,14 @@ def output_schema(input_schema: pa.Schema, key: list[str], passthrough: list[str
 class Predictor:
     """A loaded model version that turns input batches into prediction batches."""
 
-    def __init__(self, version: ModelVersion, model_conf: ModelConfig,
+    def __init__(self, lake: DeltaLake, version: ModelVersion, model_conf: ModelConfig,
                  conf: PredictionConfig, run_id: str, input_schema: pa.Schema) -> None:
         self.version = version
         self.conf = conf
         self.run_id = run_id
         self.estimator = load_model(version.artifact, version.artifact.sha256,
-                                    trusted=model_conf.trusted_types)
+                                    trusted=model_conf.trusted_types,
+                                    storage_options=lake.storage_options)
         self.spec = FeatureSpec.from_dict(version.params[SPEC_KEY])
         self.key = list(version.signature.get("key") or model_conf.key)
         missing = [c for c in [*self.key, *conf.passthrough, *self.spec.columns]
@@ -199,7 +200,7 @@ def _predict(lake: DeltaLake, conf: PredictionConfig, model_conf: ModelConfig, u
              run_id: str, agent: str, out: JobOutcome) -> JobOutcome:
     input_schema = lake.schema(conf.input, unit.to)
     assert input_schema is not None  # plan() found the table
-    predictor = Predictor(unit.model, model_conf, conf, run_id, input_schema)
+    predictor = Predictor(lake, unit.model, model_conf, conf, run_id, input_schema)
     source = added_rows(lake, conf.input, unit.after, unit.to,
                         columns=predictor.input_columns, batch_rows=conf.batch_rows)
     first, batches = _first(predictor.stream(source))
@@ -248,7 +249,7 @@ def predict_range(lake: DeltaLake, conf: PredictionConfig, model_conf: ModelConf
     input_schema = lake.schema(conf.input, to)
     if input_schema is None:
         raise NotFoundError("table", conf.input)
-    predictor = Predictor(version, model_conf, conf, run_id, input_schema)
+    predictor = Predictor(lake, version, model_conf, conf, run_id, input_schema)
     source = added_rows(lake, conf.input, after, to, columns=predictor.input_columns,
                         batch_rows=conf.batch_rows)
     return pa.Table.from_batches(list(predictor.stream(source)), schema=predictor.schema)

@@ -8,8 +8,9 @@ How a version number is allocated, and why it never collides:
 
 1. ``next = max(version of the model) + 1`` on a fresh snapshot of ``_silta/registry``.
 2. The artifact is saved for ``next`` by the caller's ``save(version)``. The artifact file
-   is created exclusively (``save_model`` links, never renames, and refuses an existing
-   file), so it is the claim on the number: of two processes that pick the same ``next``
+   is created exclusively (``save_model`` links a local file, never renames it, and in an
+   object store creates the version's table with a conditional put; an existing one is
+   refused), so it is the claim on the number: of two processes that pick the same ``next``
    exactly one saves it; the other sees the file and moves on to ``next + 1``. A number
    whose artifact exists but whose row is missing belongs to a registration in flight
    (or to one that crashed after saving: that number stays a gap, never reused).
@@ -31,8 +32,9 @@ Alias moves use the same scheme with ``Transaction("silta-aliases/<model>", seq)
 snapshot the move is committed on, and two concurrent moves cannot both claim the same
 predecessor.
 
-Limits: artifacts live only in a local lake for now (agent/ml/artifacts.py), so
-``register`` does too; reading works on any lake.
+Artifacts live in the lake too, as files in a local lake and as a small Delta table per
+version in an object store (agent/ml/artifacts.py); either way their creation claims the
+number.
 """
 
 from __future__ import annotations
@@ -45,14 +47,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from agent.ml.artifacts import ArtifactRef, artifact_uri, check_model_name
+from agent.ml.artifacts import ArtifactRef, artifact_exists, artifact_uri, check_model_name
 from connectors.errors import CommitConflictError, NotFoundError, StoreError, UsageError
 from connectors.lake import INTERNAL_PREFIX, DeltaLake
 
@@ -148,10 +149,6 @@ def _now() -> dt.datetime:
 def _pause(attempt: int) -> None:
     # jittered: two writers that collided should not collide again in step
     time.sleep(min(1.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.0))
-
-
-def _local_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://")).resolve()
 
 
 class ModelRegistry:
@@ -312,20 +309,21 @@ class ModelRegistry:
     def _claim(self, model: str, first: int, save: Callable[[int], ArtifactRef]
                ) -> tuple[int, ArtifactRef]:
         """The first number from ``first`` whose artifact ``save`` created (see above)."""
+        options = self.lake.storage_options
         for version in range(first, first + CLAIM_SKIPS):
-            expected = _local_path(artifact_uri(self.lake.uri, model, version))
-            if expected.exists():
+            if artifact_exists(self.lake.uri, options, model, version):
                 continue  # claimed by a registration in flight, or a crashed one's gap
             try:
                 ref = save(version)
             except UsageError:
-                if expected.exists():  # another process saved it between check and save
-                    continue
+                if artifact_exists(self.lake.uri, options, model, version):
+                    continue  # another process saved it between check and save
                 raise
-            if _local_path(ref.uri) != expected:
+            expected = artifact_uri(self.lake.uri, model, version)
+            if ref.uri.removeprefix("file://") != expected.removeprefix("file://"):
                 raise UsageError(f"save({version}) stored the artifact at {ref.uri!r}, not at "
-                                 f"{expected.as_posix()!r}; save it with the registry's lake "
-                                 "URI and this version")
+                                 f"{expected!r}; save it with the registry's lake URI and "
+                                 "this version")
             return version, ref
         raise StoreError(f"no free version of model {model!r} in {first}..."
                          f"{first + CLAIM_SKIPS - 1}: their artifacts exist without rows",

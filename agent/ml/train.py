@@ -315,7 +315,8 @@ def champion_metric(registry: ModelRegistry, champion: ModelVersion, conf: Model
                     "compared", champion.model, champion.version, missing)
         return None
     estimator = load_model(champion.artifact, champion.artifact.sha256,
-                           trusted=conf.trusted_types)
+                           trusted=conf.trusted_types,
+                           storage_options=registry.lake.storage_options)
     preds = predict_top_k(estimator, prepare_frame(fit.eval_table, spec), 1)
     y = pc.cast(fit.eval_table.column(conf.label), pa.string()).to_pylist()
     return float(compute_metrics(y, preds.predicted, [conf.primary_metric])
@@ -397,8 +398,10 @@ def card_facts(model: str, version: int, conf: ModelConfig, data: TrainingData,
 def write_card(lake: DeltaLake, facts: cards.CardFacts) -> dict[str, Any]:
     card = cards.build_card(facts)
     text = json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    save_version_file(lake.uri, facts.model, facts.version, "card.json", text.encode())
-    save_version_file(lake.uri, facts.model, facts.version, "card.md",
+    options = lake.storage_options
+    save_version_file(lake.uri, options, facts.model, facts.version, "card.json",
+                      text.encode())
+    save_version_file(lake.uri, options, facts.model, facts.version, "card.md",
                       cards.render_markdown(card).encode())
     return card
 

@@ -92,7 +92,7 @@ def test_a_training_registers_a_version_with_its_data_code_and_card(env: MlEnv,
     assert 0.6 < overall["accuracy"] < 1.0  # vague answers and coder slips: not perfect
 
     # the card, as JSON and Markdown, next to the artifact
-    card = json.loads(read_version_file(env.lake.uri, "coder", 1, "card.json"))
+    card = json.loads(read_version_file(env.lake.uri, {}, "coder", 1, "card.json"))
     assert card["model_details"]["name"] == "coder"
     assert card["model_details"]["version"]["name"] == "1"
     assert card["model_details"]["artifact_sha256"] == v.artifact.sha256
@@ -105,7 +105,7 @@ def test_a_training_registers_a_version_with_its_data_code_and_card(env: MlEnv,
     assert items["Explainability"]["status"] == "met"
     assert "job_title" in items["Explainability"]["evidence"]
     assert f"silta runs replay {out.run_id}" in items["Reproducibility"]["evidence"]
-    markdown = read_version_file(env.lake.uri, "coder", 1, "card.md").decode()
+    markdown = read_version_file(env.lake.uri, {}, "coder", 1, "card.md").decode()
     assert markdown.startswith("# Model card: coder v1\n")
     assert sorted(p.name for p in version_dir(env.lake.uri, "coder", 1).iterdir()) == [
         "card.json", "card.md", "model.skops"]

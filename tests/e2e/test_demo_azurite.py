@@ -60,7 +60,7 @@ def test_demo_flow_with_the_lake_on_azurite(tmp_path: Path, azurite_server: Any)
     r = run("agent", "run", "--once", "--json")
     assert r.code == 0, r
     first = {o["sync"]: (o["status"], o["batches"], o["rows"], o["verified"])
-             for o in r.json()}
+             for o in r.json() if o["kind"] == "sync"}
     coded = first["coded_sample"][2]
     assert first == {
         "survey_responses": ("ok", 1, 2400, "ok: rows read 2400 = written 2400"),
@@ -68,7 +68,29 @@ def test_demo_flow_with_the_lake_on_azurite(tmp_path: Path, azurite_server: Any)
         "enterprise_register": ("ok", 1, 300, "ok: rows read 300 = written 300"),
         "publish_codes_db": ("ok", 1, coded, f"ok: rows read {coded} = written {coded}"),
         "publish_codes_file": ("ok", 1, coded, f"ok: rows read {coded} = written {coded}"),
+        "publish_predictions": ("ok", 1, 2400, "ok: rows read 2400 = written 2400"),
     }
+    # the registry, the artifact and the predictions live in the cloud lake too
+    jobs = {f"{o['kind']}:{o['name']}": (o["status"], o["model_version"], o["rows"])
+            for o in r.json() if o["kind"] != "sync"}
+    assert jobs == {"train:train_occupation_coder": ("ok", 1, coded),
+                    "predict:code_answers": ("ok", 1, 2400)}
+    assert _table(azurite_server, container, "predictions/occupation_codes").num_rows == 2400
+    registry = _table(azurite_server, container, "_silta/registry").to_pylist()
+    assert [(r["model"], r["version"]) for r in registry] == [("occupation_coder", 1)]
+    artifact = _table(azurite_server, container, "_silta/artifacts/occupation_coder/1")
+    files = {r["name"]: r for r in artifact.to_pylist()}
+    assert sorted(files) == ["card.json", "card.md", "model.skops"]
+    import hashlib
+
+    assert hashlib.sha256(files["model.skops"]["data"]).hexdigest() == \
+        registry[0]["artifact_sha256"]
+    r = run("models", "card", "occupation_coder@champion")
+    assert r.code == 0, r
+    assert r.out.startswith("# Model card: occupation_coder v1\n")
+    r = run("lineage", "predictions/occupation_codes", "--json")
+    assert r.code == 0, r
+    assert r.json()["commits"][0]["model"]["sha256_matches"] is True
 
     # An independent reader of the blobs: a fresh DeltaTable, and the raw log objects.
     survey = _table(azurite_server, container, "raw/survey_responses")
@@ -85,7 +107,7 @@ def test_demo_flow_with_the_lake_on_azurite(tmp_path: Path, azurite_server: Any)
     assert r.code == 0, r
     assert {t["table"]: (t["version"], t["rows"]) for t in r.json()} == {
         "raw/coded_sample": (0, coded), "raw/enterprises": (0, 300),
-        "raw/survey_responses": (0, 2400)}
+        "raw/survey_responses": (0, 2400), "predictions/occupation_codes": (0, 2400)}
     r = run("tables", "history", "raw/survey_responses", "--json")
     assert r.code == 0, r
     assert [(h["version"], h["sync"], h["rows_added"]) for h in r.json()] == [
@@ -94,13 +116,15 @@ def test_demo_flow_with_the_lake_on_azurite(tmp_path: Path, azurite_server: Any)
     # A second pass adds nothing anywhere.
     r = run("agent", "run", "--once", "--json")
     assert r.code == 0, r
-    assert {o["sync"]: (o["status"], o["batches"], o["rows"]) for o in r.json()} == {
-        name: ("ok", 0, 0) for name in first}
+    assert {o["sync"]: (o["status"], o["batches"], o["rows"]) for o in r.json()
+            if o["kind"] == "sync"} == {name: ("ok", 0, 0) for name in first}
+    assert {o["name"]: o["status"] for o in r.json() if o["kind"] != "sync"} == {
+        "train_occupation_coder": "skipped", "code_answers": "ok"}
     r = run("status", "--json")
     assert r.code == 0, r
     assert {s["sync"]: s["table_version"] for s in r.json()["syncs"]} == {
         "survey_responses": 0, "coded_sample": 0, "enterprise_register": 0,
-        "publish_codes_db": 0, "publish_codes_file": 0}
+        "publish_codes_db": 0, "publish_codes_file": 0, "publish_predictions": 0}
 
     # The key never shows, in any output of any command.
     assert azurite_server.key not in "".join(outputs)

@@ -129,10 +129,3 @@ def test_pickle_under_the_name_is_not_unpickled(tmp_path: Path):
     with pytest.raises(ArtifactIntegrityError, match="not a readable skops file"):
         load_model(str(path), hashlib.sha256(data).hexdigest())
     assert not marker.exists()
-
-
-def test_object_store_lake_is_refused_clearly(pipeline: Pipeline):
-    with pytest.raises(UsageError, match="only in a local lake"):
-        save_model("s3://bucket/lake", {}, "m", 1, pipeline)
-    with pytest.raises(UsageError, match="only in a local lake"):
-        load_model("az://c/lake/_silta/artifacts/m/1/model.skops", "0" * 64)
