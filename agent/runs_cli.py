@@ -31,7 +31,10 @@ def _local_runs(loaded: LoadedConfig) -> list[dict[str, Any]]:
                  "trigger": r["trigger"], "status": r["status"], "agent": r["agent"],
                  "started_at": r["started_at"], "finished_at": r["finished_at"],
                  "model": r.get("model"), "model_version": r.get("model_version"),
-                 "rows": r["rows"], "error": r["error"], "where": "local"}
+                 "rows": r["rows"], "error": r["error"], "where": "local",
+                 # the keys of the lake's records, as far as the state store knows them
+                 "inputs": [], "outputs": [], "metrics": {"rows": r["rows"]},
+                 "detail": {"message": r.get("verified")}, "host": None, "os_user": None}
                 for r in state.runs(limit=1000)]
     finally:
         state.close()

@@ -9,22 +9,21 @@ metrics per segment, coverage at a confidence threshold, influential features) c
 the training run; free text comes from the config's ``[models.NAME.card]`` section.
 
 ``build_card`` returns plain JSON data (NaN and infinities become ``None``), and
-``render_markdown`` works from that data alone, so a stored ``card.json`` re-renders the
-same Markdown. Every string in the Markdown is escaped: a class name or config text with
-``|`` or a newline cannot break a table.
+``render_markdown`` (in :mod:`agent.ml._card_markdown`, re-exported here) works from
+that data alone, so a stored ``card.json`` re-renders the same Markdown.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import numbers
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.ml._card_markdown import MAX_TERM_CLASSES, render_markdown
+from agent.ml._card_util import finite, fmt, pct
 from connectors.errors import UsageError
 
 SCHEMA_VERSION = "silta-model-card/1"
@@ -32,8 +31,6 @@ SCHEMA_VERSION = "silta-model-card/1"
 MIN_SEGMENT_ROWS = 20
 #: a class seen fewer times than this in training gets a limitation
 MIN_CLASS_ROWS = 5
-#: classes shown in the Markdown's top-terms table; the rest are counted
-MAX_TERM_CLASSES = 20
 
 MET = "met"
 ATTENTION = "attention"
@@ -42,10 +39,6 @@ NOT_ASSESSED = "not assessed"
 _TEXT_CLASSIFIER = "text-classifier"
 # float noise (0.87 - 0.77 = 0.10000000000000009) must not push a gap over the threshold
 _GAP_TOLERANCE = 1e-9
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
-_BLOCK_START = re.compile(r"^([#+\-=~])")
-_NUMBERED = re.compile(r"^(\d+)([.)])")
 
 
 @dataclass(frozen=True)
@@ -245,8 +238,8 @@ def _generated_limitations(f: CardFacts) -> list[str]:
                 out.append(f"metrics for {column}={value} rest on {n} evaluation rows")
     for g in _wide_gaps(f):
         out.append(f"{g.get('metric')} for {g.get('segment')}={g.get('worst')} is "
-                   f"{_fmt(g.get('gap'))} below {g.get('segment')}={g.get('best')} "
-                   f"({_fmt(g.get('worst_value'))} vs {_fmt(g.get('best_value'))})")
+                   f"{fmt(g.get('gap'))} below {g.get('segment')}={g.get('best')} "
+                   f"({fmt(g.get('worst_value'))} vs {fmt(g.get('best_value'))})")
     counts = f.training_data.get("class_counts")
     if isinstance(counts, Mapping):
         rare = sorted(str(c) for c, n in counts.items()
@@ -275,25 +268,25 @@ def _checklist(f: CardFacts) -> list[dict[str, str]]:
 
 def _fairness(f: CardFacts) -> dict[str, str]:
     principle, item = "Respect for people", "Fairness across segments"
-    gaps = [g for g in f.segment_gaps if _finite(g.get("gap")) is not None]
+    gaps = [g for g in f.segment_gaps if finite(g.get("gap")) is not None]
     if not gaps:
         columns = [c for c, _ in _segments(f)]
         why = (f"segments {', '.join(columns)} have no gap to compare" if columns
                else f"no segment columns are evaluated (set segments in [models.{f.model}])")
         return _item(principle, item, NOT_ASSESSED, why)
     wide = _wide_gaps(f)
-    limit = _fmt(f.fairness_gap_threshold)
+    limit = fmt(f.fairness_gap_threshold)
     if wide:
         text = "; ".join(
             f"{g.get('metric')} by {g.get('segment')}: {g.get('worst')} "
-            f"{_fmt(g.get('worst_value'))} vs {g.get('best')} {_fmt(g.get('best_value'))}, "
-            f"gap {_fmt(g.get('gap'))} > {limit}{_compared(g)}"
+            f"{fmt(g.get('worst_value'))} vs {g.get('best')} {fmt(g.get('best_value'))}, "
+            f"gap {fmt(g.get('gap'))} > {limit}{_compared(g)}"
             for g in wide)
         return _item(principle, item, ATTENTION, text)
     widest = max(gaps, key=lambda g: float(g["gap"]))
     return _item(principle, item, MET,
                  f"{len(gaps)} segment gap(s) within {limit}; widest: {widest.get('metric')} "
-                 f"by {widest.get('segment')}, {_fmt(widest['gap'])}{_compared(widest)}")
+                 f"by {widest.get('segment')}, {fmt(widest['gap'])}{_compared(widest)}")
 
 
 def _compared(gap: Mapping[str, Any]) -> str:
@@ -305,7 +298,7 @@ def _compared(gap: Mapping[str, Any]) -> str:
 def _wide_gaps(f: CardFacts) -> list[dict[str, Any]]:
     limit = f.fairness_gap_threshold + _GAP_TOLERANCE
     return [g for g in f.segment_gaps
-            if (gap := _finite(g.get("gap"))) is not None and gap > limit]
+            if (gap := finite(g.get("gap"))) is not None and gap > limit]
 
 
 def _human_oversight(f: CardFacts) -> dict[str, str]:
@@ -318,12 +311,12 @@ def _human_oversight(f: CardFacts) -> dict[str, str]:
     else:
         row = next((r for r in _coverage(f)
                     if math.isclose(r["threshold"], f.min_confidence, abs_tol=1e-9)), None)
-        cov = _finite(row.get("coverage")) if row else None
-        acc = _finite(row.get("accuracy")) if row else None
+        cov = finite(row.get("coverage")) if row else None
+        acc = finite(row.get("accuracy")) if row else None
         if cov is not None and acc is not None:
             status = MET
-            parts.append(f"at confidence >= {f.min_confidence:g}: {_pct(cov)} of evaluation "
-                         f"answers coded automatically at {_pct(acc)} accuracy; the rest "
+            parts.append(f"at confidence >= {f.min_confidence:g}: {pct(cov)} of evaluation "
+                         f"answers coded automatically at {pct(acc)} accuracy; the rest "
                          "to manual coding")
         else:
             parts.append(f"min_confidence {f.min_confidence:g} is set but coverage at it "
@@ -385,8 +378,8 @@ def _held_out(f: CardFacts) -> dict[str, str]:
              f"({split.get('method', 'unknown')} split, test fraction "
              f"{split.get('test_fraction', 'unknown')}, seed {split.get('seed', 'unknown')})"]
     ok = bool(eval_rows)
-    overall = _finite(_overall(f).get(primary))
-    parts.append(f"{primary} {_fmt(overall)} overall")
+    overall = finite(_overall(f).get(primary))
+    parts.append(f"{primary} {fmt(overall)} overall")
     ok = ok and overall is not None
     columns = [c for c, _ in _segments(f)]
     if columns:
@@ -407,7 +400,7 @@ def _explainability(f: CardFacts) -> dict[str, str]:
     ranked = _ranked_features(f.influential_features)
     if not ranked:
         return _item(principle, item, NOT_ASSESSED, "no feature importance was computed")
-    top = ", ".join(f"{r.get('feature')} {_fmt(_finite(r.get('importance')))}"
+    top = ", ".join(f"{r.get('feature')} {fmt(finite(r.get('importance')))}"
                     for r in ranked[:3])
     text = f"most influential features (permutation importance): {top}"
     if f.top_terms:
@@ -494,7 +487,7 @@ def _coverage(f: CardFacts) -> list[dict[str, Any]]:
     if not isinstance(rows, list):
         return []
     valid = [dict(r) for r in rows
-             if isinstance(r, Mapping) and _finite(r.get("threshold")) is not None]
+             if isinstance(r, Mapping) and finite(r.get("threshold")) is not None]
     for r in valid:
         r["threshold"] = float(r["threshold"])
     return sorted(valid, key=lambda r: float(r["threshold"]))
@@ -503,7 +496,7 @@ def _coverage(f: CardFacts) -> list[dict[str, Any]]:
 def _ranked_features(features: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     # unknown importance sorts last; ties by name so the order is stable
     def key(r: Mapping[str, Any]) -> tuple[bool, float, str]:
-        imp = _finite(r.get("importance"))
+        imp = finite(r.get("importance"))
         return (imp is None, -(imp or 0.0), str(r.get("feature")))
     return [dict(r) for r in sorted(features, key=key)]
 
@@ -523,15 +516,8 @@ def _is_metric(value: Any) -> bool:
     return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _count(value: Any) -> int | None:
-    number = _finite(value)
+    number = finite(value)
     return int(number) if number is not None else None
 
 
@@ -542,7 +528,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return _finite(value)
+        return finite(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -552,246 +538,6 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     # an estimator object among params, a Path: its text is what a reader needs
     return str(value)
-
-
-# --- Markdown ------------------------------------------------------------------------
-
-def render_markdown(card: Mapping[str, Any]) -> str:
-    """Readable GitHub Markdown of a card built by ``build_card`` (or read from its JSON)."""
-    details = _dict(card.get("model_details"))
-    version = _dict(details.get("version")).get("name", "?")
-    lines = [f"# Model card: {_cell(details.get('name', '?'))} v{_cell(version)}", ""]
-    overview = details.get("overview")
-    if overview:
-        lines += [_md(overview), ""]
-    lines += _md_details(details)
-    lines += _md_parameters(_dict(card.get("model_parameters")))
-    lines += _md_quantitative(_dict(card.get("quantitative_analysis")))
-    lines += _md_considerations(_dict(card.get("considerations")))
-    lines += _md_checklist(_list(card.get("responsible_ml")))
-    lines += _md_explainability(_dict(card.get("explainability")))
-    while lines and lines[-1] == "":
-        lines.pop()
-    return "\n".join(lines) + "\n"
-
-
-def _md_details(d: Mapping[str, Any]) -> list[str]:
-    version = _dict(d.get("version"))
-    rows = [
-        ("Version", version.get("name")),
-        ("Date", version.get("date")),
-        ("Created by", d.get("created_by")),
-        ("Owners", ", ".join(str(_dict(o).get("name")) for o in _list(d.get("owners")))),
-        ("Licence", "; ".join(str(_dict(x).get("custom_text")) for x in _list(d.get("licenses")))),
-        ("Artifact", d.get("path")),
-        ("Artifact sha256", d.get("artifact_sha256")),
-        ("Code version", d.get("code_version") or "unknown (git commit not recorded)"),
-        ("Config sha256", d.get("config_hash")),
-        ("Libraries", ", ".join(f"{k} {v}" for k, v in sorted(_dict(d.get("libraries")).items()))),
-    ]
-    documentation = d.get("documentation")
-    if documentation and documentation != d.get("overview"):
-        rows.insert(0, ("Description", documentation))
-    lines = ["## Model details", ""]
-    lines += [f"- **{label}:** {_md(value)}" for label, value in rows if value not in (None, "")]
-    for title, key, field in (("References", "references", "reference"),
-                              ("Citation", "citations", "citation")):
-        entries = [_dict(x).get(field) for x in _list(d.get(key))]
-        if entries:
-            lines += ["", f"### {title}", ""]
-            lines += [f"- {_md(e)}" for e in entries]
-    return [*lines, ""]
-
-
-def _md_parameters(p: Mapping[str, Any]) -> list[str]:
-    params = _dict(p.get("params"))
-    rows = [
-        ("Architecture", p.get("model_architecture")),
-        ("Parameters", ", ".join(f"{k}={json.dumps(v, sort_keys=True, ensure_ascii=False)}"
-                                 for k, v in sorted(params.items()))),
-        ("Input", p.get("input_format")),
-        ("Output", p.get("output_format")),
-    ]
-    lines = ["## Model parameters", ""]
-    lines += [f"- **{label}:** {_md(value)}" for label, value in rows if value not in (None, "")]
-    data = [_dict(x) for x in _list(p.get("data"))]
-    if data:
-        lines += ["", "### Data", "", "| Dataset | Link | Rows | Details |", "|---|---|---:|---|"]
-        for entry in data:
-            lines.append(_row([entry.get("name"), entry.get("link"), _num(entry.get("rows")),
-                               _data_details(entry)]))
-    return [*lines, ""]
-
-
-def _data_details(entry: Mapping[str, Any]) -> str:
-    parts = []
-    if entry.get("content_hash"):
-        parts.append(f"content sha256 {entry['content_hash']}")
-    if entry.get("labels"):
-        parts.append(f"labels {entry['labels']}")
-    for key, label in (("train_rows", "training rows"), ("unlabelled_rows", "unlabelled rows")):
-        if entry.get(key) is not None:
-            parts.append(f"{_num(entry[key])} {label}")
-    split = _dict(entry.get("split"))
-    if split:
-        parts.append(f"{split.get('method', '?')} split, test fraction "
-                     f"{split.get('test_fraction', '?')}, seed {split.get('seed', '?')}")
-    sensitive = _list(_dict(entry.get("sensitive")).get("sensitive_data"))
-    if sensitive:
-        parts.append("sensitive: " + ", ".join(str(s) for s in sensitive))
-    return "; ".join(parts)
-
-
-def _md_quantitative(q: Mapping[str, Any]) -> list[str]:
-    metrics = [_dict(m) for m in _list(q.get("performance_metrics"))]
-    primary = q.get("primary_metric")
-    lines = ["## Quantitative analysis", ""]
-    overall = [m for m in metrics if m.get("slice") == "overall" and "threshold" not in m]
-    if overall:
-        lines += ["### Overall", "", "| Metric | Value |", "|---|---:|"]
-        for m in overall:
-            name = str(m.get("type"))
-            lines.append(_row([name + (" (primary)" if name == primary else ""),
-                               _num(m.get("value"))]))
-        lines.append("")
-    by_column: dict[str, dict[str, dict[str, Any]]] = {}
-    for m in metrics:
-        if "segment" in m:
-            values = by_column.setdefault(str(m["segment"]), {})
-            values.setdefault(str(m.get("segment_value")), {})[str(m.get("type"))] = m.get("value")
-    for column in sorted(by_column):
-        values = by_column[column]
-        names = sorted({n for stats in values.values() for n in stats} - {"n"})
-        lines += [f"### By {_cell(column)}", "",
-                  _row([column, "n", *names]), "|---|" + "---:|" * (1 + len(names))]
-        for value in sorted(values):
-            stats = values[value]
-            lines.append(_row([value, _num(stats.get("n")), *(_num(stats.get(n)) for n in names)]))
-        lines.append("")
-    thresholds: dict[float, dict[str, Any]] = {}
-    for m in metrics:
-        t = _finite(m.get("threshold"))
-        if t is not None:
-            thresholds.setdefault(t, {})[str(m.get("type")).partition("@")[0]] = m.get("value")
-    if thresholds:
-        lines += ["### Coverage at confidence thresholds", "",
-                  "Evaluation answers at or above the threshold (Rows) are coded "
-                  "automatically; the rest go to manual coding.", "",
-                  "| Confidence >= | Coded automatically | Accuracy | Rows |",
-                  "|---:|---:|---:|---:|"]
-        for t in sorted(thresholds):
-            row = thresholds[t]
-            lines.append(_row([f"{t:g}", _pct(row.get("coverage")), _pct(row.get("accuracy")),
-                               _num(row.get("rows"))]))
-        lines.append("")
-    if not (overall or by_column or thresholds):
-        lines += ["No metrics recorded.", ""]
-    return lines
-
-
-def _md_considerations(c: Mapping[str, Any]) -> list[str]:
-    lines = ["## Considerations", ""]
-    for title, key in (("Intended users", "users"), ("Use cases", "use_cases"),
-                       ("Limitations", "limitations"), ("Trade-offs", "tradeoffs")):
-        entries = [_dict(x).get("description") for x in _list(c.get(key))]
-        lines += [f"### {title}", ""]
-        lines += [f"- {_md(e)}" for e in entries] if entries else ["Not documented."]
-        lines.append("")
-    ethical = [_dict(x) for x in _list(c.get("ethical_considerations"))]
-    lines += ["### Ethical considerations", ""]
-    if ethical:
-        lines += ["| Risk | Mitigation |", "|---|---|"]
-        lines += [_row([e.get("name"), e.get("mitigation_strategy") or "none stated"])
-                  for e in ethical]
-    else:
-        lines.append("Not documented.")
-    return [*lines, ""]
-
-
-def _md_checklist(items: list[Any]) -> list[str]:
-    lines = ["## Responsible ML checklist", ""]
-    if not items:
-        return [*lines, "Not assessed.", ""]
-    lines += ["| Principle | Item | Status | Evidence |", "|---|---|---|---|"]
-    for raw in items:
-        i = _dict(raw)
-        lines.append(_row([i.get("principle"), i.get("item"), i.get("status"),
-                           i.get("evidence")]))
-    return [*lines, ""]
-
-
-def _md_explainability(e: Mapping[str, Any]) -> list[str]:
-    lines = ["## Explainability", ""]
-    features = [_dict(x) for x in _list(e.get("influential_features"))]
-    lines += ["### Influential features", ""]
-    if features:
-        lines += ["Permutation importance: how much the primary metric drops when the "
-                  "feature's values are shuffled.", "",
-                  "| Feature | Importance | Std |", "|---|---:|---:|"]
-        lines += [_row([f.get("feature"), _num(f.get("importance")), _num(f.get("std"))])
-                  for f in features]
-    else:
-        lines.append("Not computed.")
-    lines.append("")
-    terms = _dict(e.get("top_terms"))
-    if terms:
-        classes = sorted(terms, key=str)
-        lines += ["### Top terms per class", "", "| Class | Terms |", "|---|---|"]
-        lines += [_row([c, ", ".join(str(t) for t in _list(terms[c]))])
-                  for c in classes[:MAX_TERM_CLASSES]]
-        if len(classes) > MAX_TERM_CLASSES:
-            lines += ["", f"and {len(classes) - MAX_TERM_CLASSES} more classes "
-                          "(all are in card.json)"]
-        lines.append("")
-    return lines
-
-
-def _row(cells: Iterable[Any]) -> str:
-    return "| " + " | ".join(_cell(c) for c in cells) + " |"
-
-
-def _cell(value: Any) -> str:
-    """``value`` as one line of inline Markdown: no newline, no unescaped ``|``, no HTML."""
-    text = "" if value is None else str(value)
-    text = " ".join(_CONTROL.sub(" ", text).split())
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def _md(value: Any) -> str:
-    """``value`` as a line of text (paragraph, list item) that cannot open another block."""
-    # a leading "#", "-", "1." would turn it into a heading or a (nested) list
-    text = _BLOCK_START.sub(r"\\\1", _cell(value))
-    return _NUMBERED.sub(r"\1\\\2", text)
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        return _fmt(value)
-    return str(value)
-
-
-def _fmt(value: Any) -> str:
-    number = _finite(value)
-    return "n/a" if number is None else f"{number:.3f}"
-
-
-def _pct(value: Any) -> str:
-    number = _finite(value)
-    return "n/a" if number is None else f"{number:.1%}"
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else []
 
 
 # --- config text ---------------------------------------------------------------------
@@ -861,3 +607,8 @@ def _ethical(value: Any) -> tuple[tuple[str, str], ...]:
                              "(and optionally a `mitigation` text)")
         out.append((risk, mitigation))
     return tuple(out)
+
+
+__all__ = ["ATTENTION", "MAX_TERM_CLASSES", "MET", "MIN_CLASS_ROWS", "MIN_SEGMENT_ROWS",
+           "NOT_ASSESSED", "SCHEMA_VERSION", "CardFacts", "CardText", "build_card",
+           "card_text_from_config", "render_markdown"]

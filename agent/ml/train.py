@@ -420,6 +420,18 @@ def _up_to_date(registry: ModelRegistry, model: str, conf: ModelConfig,
         else None
 
 
+def _same_rows(registry: ModelRegistry, model: str, conf: ModelConfig,
+               data: TrainingData) -> ModelVersion | None:
+    """The latest version when it was fitted on rows with this content, and this config."""
+    try:
+        latest = registry.versions(model)[-1]
+    except NotFoundError:
+        return None
+    same = (latest.training_data.get("content_hash") == data.content_hash
+            and latest.config_hash == conf.config_hash())
+    return latest if same else None
+
+
 def run_training(lake: DeltaLake, model: str, conf: ModelConfig, *, run_id: str,
                  name: str, force: bool = False, by: str | None = None) -> JobOutcome:
     """Fit, evaluate, register and (per policy) promote one version of ``model``."""
@@ -436,6 +448,15 @@ def run_training(lake: DeltaLake, model: str, conf: ModelConfig, *, run_id: str,
         out.inputs = latest.training_data.get("inputs", [])
         return out
     data = load_training_data(lake, conf, versions)
+    same = None if force else _same_rows(registry, model, conf, data)
+    if same is not None:
+        # new versions of the tables, but not of the labelled rows (new unlabelled answers)
+        out.status, out.model_version = "skipped", same.version
+        out.message = (f"up to date: the labelled rows and the config are those "
+                       f"{model}@{same.version} was trained on (content "
+                       f"{data.content_hash[:12]}); force a run to train again")
+        out.inputs = data.inputs
+        return out
     log.info("train=%s model=%s: %d labelled row(s) (%d unlabelled) from %s", name, model,
              data.rows, data.unlabelled,
              ", ".join(f"{i['table']}@{i['version']}" for i in data.inputs))

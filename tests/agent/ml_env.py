@@ -67,6 +67,7 @@ params = {params}
 [[trainings]]
 name = "train_coder"
 model = "coder"
+{training_extra}
 [[predictions]]
 name = "code_answers"
 model = "coder@champion"
@@ -75,6 +76,8 @@ output = "predictions/codes"
 passthrough = ["language"]
 top_k = 3
 batch_rows = {batch_rows}
+{prediction_extra}
+{tail}
 """
 
 
@@ -83,13 +86,16 @@ class MlEnv:
 
     def __init__(self, root: Path, *, promotion: str = "auto", min_improvement: float = 0.0,
                  params: str = "{ C = 10.0 }", batch_rows: int = 65536, days: int = 3,
-                 rows: int = ROWS, model_extra: str = "") -> None:
+                 rows: int = ROWS, model_extra: str = "", training_extra: str = "",
+                 prediction_extra: str = "", tail: str = "") -> None:
         self.root = root
         self.days = 0
         self.rows = rows
         self.states: list[StateStore] = []
         self.configure(promotion=promotion, min_improvement=min_improvement, params=params,
-                       batch_rows=batch_rows, model_extra=model_extra)
+                       batch_rows=batch_rows, model_extra=model_extra,
+                       training_extra=training_extra, prediction_extra=prediction_extra,
+                       tail=tail)
         (root / "inbox").mkdir(parents=True, exist_ok=True)
         self.add_days(days)
 

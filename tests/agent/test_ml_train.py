@@ -135,12 +135,19 @@ def test_unchanged_data_and_config_skip_training_unless_forced(env: MlEnv) -> No
     assert "up to date" in again.message
     forced = env.train(force=True)
     assert (forced.status, forced.model_version) == ("ok", 2)
+    # new answers without codes: the tables changed, the labelled rows did not
+    env.add_days(1, coded=False)
+    env.sync("answers")
+    same = env.train()
+    assert (same.status, same.model_version) == ("skipped", 2)
+    assert "the labelled rows and the config are those coder@2 was trained on" in same.message
     # new labels: a new version without forcing
     env.add_days(1)
     env.sync()
     newer = env.train()
     assert (newer.status, newer.model_version) == ("ok", 3)
-    assert env.registry.get("coder", 3).training_data["inputs"][0]["version"] == 1
+    assert [i["version"] for i in env.registry.get("coder", 3).training_data["inputs"]] == [
+        2, 1]
 
 
 def test_manual_promotion_waits_for_an_operator(tmp_path: Path) -> None:
