@@ -7,7 +7,7 @@ PYTHON ?= python3
 # Arrow's default allocator is 2-4x slower on these machines (SERVICES.md).
 export ARROW_DEFAULT_MEMORY_POOL := system
 
-.PHONY: install demo test check lint typecheck layers schema bench clean
+.PHONY: install demo test check lint typecheck layers schema bench bench-predict clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ demo: install
 	$(SILTA) agent run --once --config $(CONFIG)
 	@echo
 	$(SILTA) tables list --config $(CONFIG)
+	$(SILTA) models list --config $(CONFIG)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -42,6 +43,9 @@ schema: install
 
 bench: install
 	$(PY) bench/sync_throughput.py $(BENCH_ARGS)
+
+bench-predict: install
+	$(PY) bench/predict_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -50,8 +50,10 @@ def _config(args: argparse.Namespace) -> LoadedConfig:
 def cmd_config_check(args: argparse.Namespace) -> int:
     loaded = _config(args)
     c = loaded.config
+    ml = (f", {len(c.models)} model(s), {len(c.trainings)} training(s), "
+          f"{len(c.predictions)} prediction(s)") if c.models else ""
     sys.stdout.write(f"{loaded.path}: ok ({len(c.connectors)} connector(s), "
-                     f"{len(c.syncs)} sync(s))\n")
+                     f"{len(c.syncs)} sync(s){ml})\n")
     return EXIT_OK
 
 
@@ -146,7 +148,7 @@ def cmd_sync_list(args: argparse.Namespace) -> int:
 def cmd_sync_run(args: argparse.Namespace) -> int:
     import threading
 
-    from agent.lock import InstanceLock
+    from agent.jobs_cli import lock_or_queue
     from agent.progress import ProgressReporter
     from agent.state import StateStore
     from agent.stores import open_lake, open_store
@@ -154,15 +156,8 @@ def cmd_sync_run(args: argparse.Namespace) -> int:
 
     loaded = _config(args)
     conf = loaded.config.sync(args.name)
-    # The agent's lock also guards manual runs: two writers of one ledger would race.
-    # When the agent holds it, the run is queued for the agent instead.
-    lock = InstanceLock(loaded.state_dir)
-    try:
-        lock.acquire()
-    except LockHeldError:
-        command = StateStore(loaded.state_dir).enqueue_command("sync.run", {"sync": conf.name})
-        sys.stdout.write(f"the agent is running: queued a run of {conf.name} for it (command "
-                         f"{command}); follow it with `silta status`\n")
+    lock = lock_or_queue(loaded, "sync.run", {"sync": conf.name}, conf.name, "silta status")
+    if lock is None:
         return EXIT_OK
     try:
         state = StateStore(loaded.state_dir)
@@ -195,42 +190,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_tables(args: argparse.Namespace) -> int:
-    from agent import tables
+def _subcommand(module: str, attr: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that runs ``agent.MODULE.cmd_<args.ATTR>`` with the loaded config."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
 
-    loaded = _config(args)
-    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
-        tables, f"cmd_{args.tables_cmd}")
-    return handler(loaded, args)
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from agent import models_cli
-
-    loaded = _config(args)
-    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
-        models_cli, f"cmd_{args.models_cmd}")
-    return handler(loaded, args)
+        loaded = _config(args)
+        name = "lineage" if getattr(args, "cmd", None) == "lineage" else getattr(args, attr)
+        handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
+            importlib.import_module(f"agent.{module}"), f"cmd_{name}")
+        return handler(loaded, args)
+    return run
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    from agent import runs_cli
-
-    loaded = _config(args)
-    if getattr(args, "cmd", None) == "lineage":
-        return runs_cli.cmd_lineage(loaded, args)
-    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
-        runs_cli, f"cmd_{args.runs_cmd}")
-    return handler(loaded, args)
-
-
-def cmd_jobs(args: argparse.Namespace) -> int:
-    from agent import jobs_cli
-
-    loaded = _config(args)
-    handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
-        jobs_cli, f"cmd_{args.jobs_cmd}")
-    return handler(loaded, args)
+cmd_tables = _subcommand("tables", "tables_cmd")
+cmd_models = _subcommand("models_cli", "models_cmd")
+cmd_runs = _subcommand("runs_cli", "runs_cmd")
+cmd_jobs = _subcommand("jobs_cli", "jobs_cmd")
 
 
 def cmd_demo_init(args: argparse.Namespace) -> int:

@@ -11,9 +11,11 @@ from typing import Any
 
 from agent.config import LoadedConfig, SyncConfig
 from agent.jobs import JobGraph
+from agent.lock import InstanceLock
 from agent.ml.config import PredictionConfig, TrainingConfig
 from agent.outcome import JobOutcome
 from agent.output import print_json, print_table
+from agent.state import StateStore
 from connectors.errors import LockHeldError
 from connectors.names import safe_display
 
@@ -47,9 +49,7 @@ def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
 def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """Run one training or prediction now, here; queue it when the agent is running."""
-    from agent.lock import InstanceLock
     from agent.ml.jobrunner import MlJobRunner
-    from agent.state import StateStore
     from agent.stores import open_lake
 
     job = JobGraph(loaded.config).find(args.name)
@@ -58,13 +58,9 @@ def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
         args.name = job.name
         return cmd_sync_run(args)
-    lock = InstanceLock(loaded.state_dir)
-    try:
-        lock.acquire()
-    except LockHeldError:
-        command = StateStore(loaded.state_dir).enqueue_command("job.run", {"job": job.id})
-        sys.stdout.write(f"the agent is running: queued a run of {job.id} for it (command "
-                         f"{command}); follow it with `silta runs list --name {job.name}`\n")
+    lock = lock_or_queue(loaded, "job.run", {"job": job.id}, job.id,
+                         f"silta runs list --name {job.name}")
+    if lock is None:
         return 0
     try:
         state = StateStore(loaded.state_dir)
@@ -78,6 +74,24 @@ def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         lock.release()
     print_job_outcomes([outcome], args.json)
     return 1 if outcome.failed else 0
+
+
+def lock_or_queue(loaded: LoadedConfig, kind: str, args: dict[str, Any], what: str,
+                  follow: str) -> InstanceLock | None:
+    """The agent's lock, held, for a run here; or None once the run is queued for the agent.
+
+    The lock guards manual runs too: two writers of one ledger would race. When the agent
+    holds it, the run goes to its command queue (and this says so on stdout).
+    """
+    lock = InstanceLock(loaded.state_dir)
+    try:
+        lock.acquire()
+    except LockHeldError:
+        command = StateStore(loaded.state_dir).enqueue_command(kind, args)
+        sys.stdout.write(f"the agent is running: queued a run of {what} for it (command "
+                         f"{command}); follow it with `{follow}`\n")
+        return None
+    return lock
 
 
 def print_job_outcomes(outcomes: list[JobOutcome], as_json: bool) -> None:

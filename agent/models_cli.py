@@ -75,10 +75,10 @@ def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
 def cmd_show(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     reg = _registry(loaded)
-    model, _, ref = args.model.partition("@")
+    model, at, _ = args.model.partition("@")
     check_model_name(model)
     aliases, archived = reg.aliases(model), reg.archived(model)
-    if ref:
+    if at:  # MODEL@ names one version; resolve() refuses an empty reference after '@'
         v = reg.resolve(args.model)
         row = version_row(v, aliases, archived)
         if args.json:

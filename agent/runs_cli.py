@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from typing import Any
@@ -18,6 +19,12 @@ from connectors.names import safe_display
 
 KINDS = ("sync", "publish", "train", "predict")
 STATUSES = ("ok", "partial", "failed", "skipped", "interrupted", "running")
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _utc(text: str | None) -> dt.datetime | None:
+    # the state store keeps ISO text, _silta/runs timestamps: one type for sorting and output
+    return dt.datetime.fromisoformat(text) if text else None
 
 
 def _local_runs(loaded: LoadedConfig) -> list[dict[str, Any]]:
@@ -29,7 +36,7 @@ def _local_runs(loaded: LoadedConfig) -> list[dict[str, Any]]:
     try:
         return [{"run_id": r["id"], "kind": r["kind"], "name": r["name"],
                  "trigger": r["trigger"], "status": r["status"], "agent": r["agent"],
-                 "started_at": r["started_at"], "finished_at": r["finished_at"],
+                 "started_at": _utc(r["started_at"]), "finished_at": _utc(r["finished_at"]),
                  "model": r.get("model"), "model_version": r.get("model_version"),
                  "rows": r["rows"], "error": r["error"], "where": "local",
                  # the keys of the lake's records, as far as the state store knows them
@@ -56,7 +63,7 @@ def _merged(loaded: LoadedConfig, args: argparse.Namespace) -> list[dict[str, An
         local = [r for r in local if not (r["kind"] in ("sync", "publish")
                                           and r["status"] == "ok" and not r.get("rows"))]
     rows = lake_rows + local
-    rows.sort(key=lambda r: str(r["started_at"]), reverse=True)
+    rows.sort(key=lambda r: r["started_at"] or _NEVER, reverse=True)
     return rows[:args.limit]
 
 
@@ -94,7 +101,7 @@ def cmd_show(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         lines.append(f"  model:    {run['model']}@{run.get('model_version')}")
     for label in ("inputs", "outputs"):
         for item in run.get(label) or []:
-            lines.append(f"  {label[:-1]}:    {json.dumps(item, default=str)}")
+            lines.append(f"  {label[:-1] + ':':<10}{json.dumps(item, default=str)}")
     if run.get("metrics"):
         lines.append(f"  metrics:  {json.dumps(run['metrics'], default=str)[:400]}")
     message = (run.get("detail") or {}).get("message") if isinstance(run.get("detail"),

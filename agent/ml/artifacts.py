@@ -24,7 +24,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,17 +145,8 @@ class _VersionFiles:
             raise UsageError(f"model artifact {path} already exists; save a new version "
                              "instead")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                # link, not rename: rename would replace an artifact written meanwhile
-                os.link(tmp, path)
-            finally:
-                os.unlink(tmp)
+            # link, not rename: rename would replace an artifact written meanwhile
+            _write_durably(path, data, os.link)
         except FileExistsError as e:
             raise UsageError(f"model artifact {path} already exists; save a new version "
                              "instead") from e
@@ -170,21 +161,9 @@ class _VersionFiles:
                                    app_id=f"silta-artifact/{name}", seq=1, mode="append",
                                    schema_merge=False, metadata={})
             return
-        folder = _local_path(self.folder_uri)
-        path = folder / name
+        path = _local_path(self.folder_uri) / name
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            _write_durably(path, data, os.replace)
         except OSError as e:
             raise StoreError(f"{path} could not be written: {e}", retriable=True) from e
 
@@ -208,6 +187,21 @@ class _VersionFiles:
                 "outside Silta, so none of them is loaded")
         data: bytes = rows[0]["data"]
         return data
+
+
+def _write_durably(path: Path, data: bytes, publish: Callable[[str, Path], None]) -> None:
+    """``data`` fsynced under a temporary name, then ``publish(tmp, path)`` (link/replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # after a link the name is left over; after a replace it is gone
 
 
 def _file_row(name: str, data: bytes) -> pa.Table:
