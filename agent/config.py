@@ -541,11 +541,11 @@ def _read_secret_files(data: dict[str, Any], base: Path,
 
 def _all_field_names() -> set[str]:
     names: set[str] = set()
-    from agent.ml.config import CardSection, SplitSection
+    from agent.ml.config import CardSection, EthicalItem, SplitSection
 
     for model in (AgentSection, LakeSection, FolderConnector, SftpConnector, SqlConnector,
                   CsvSection, SyncConfig, SiltaConfig, ModelConfig, TrainingConfig,
-                  PredictionConfig, CardSection, SplitSection):
+                  PredictionConfig, CardSection, SplitSection, EthicalItem):
         for fname, info in model.model_fields.items():
             names.add(info.alias or fname)
     return names
@@ -580,7 +580,8 @@ def _explain(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing; add it"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if kind.startswith(("literal_", "enum")) or kind.endswith(("_type", "_parsing")):
+    if kind.startswith(("literal_", "enum", "greater_than", "less_than")) or kind.endswith(
+            ("_type", "_parsing")):
         got = err.get("input")
         if not isinstance(got, dict | list):
             msg += f" (got {got!r})"

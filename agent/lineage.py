@@ -16,7 +16,6 @@ Each table version and model version is expanded once; later mentions refer back
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -127,6 +126,9 @@ class Lineage:
             node["manifest_sha256"] = entry.get("silta.manifest_sha256")
             if entry.get("silta.watermark"):
                 node["watermark"] = entry.get("silta.watermark")  # a SQL source's window top
+        elif entry.get("silta.app_id"):
+            node["kind"] = "silta"  # Silta's own bookkeeping (run records, registry rows)
+            node["app_id"] = entry.get("silta.app_id")
         else:
             node["kind"] = "external"  # written by another engine or by hand
             node["engine"] = entry.get("engineInfo") or entry.get("clientVersion")
@@ -215,6 +217,10 @@ def _render(node: dict[str, Any], first: str, rest: str, out: list[str]) -> None
                 out.append(f"{rest}└─ … and {hidden} more file(s) (manifest sha256 "
                            f"{node['manifest_sha256']})")
             return
+        elif node.get("kind") == "silta":
+            out.append(f"{first}{head}: Silta's own record ({node.get('app_id')}); "
+                       f"{_run_text(node['run'], node['run_id'])}")
+            return
         else:
             out.append(f"{first}{head}: written outside Silta ({node.get('engine')})")
             return
@@ -241,6 +247,8 @@ def _render(node: dict[str, Any], first: str, rest: str, out: list[str]) -> None
 
 def print_lineage(node: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(node, default=str, ensure_ascii=False, indent=2) + "\n")
+        from agent.output import print_json
+
+        print_json(node)  # ISO times, like every other --json
     else:
         sys.stdout.write(render(node))

@@ -14,7 +14,7 @@ from agent.output import print_json, print_table
 from agent.runs import get_run, read_runs
 from agent.state import StateStore
 from agent.stores import open_lake
-from connectors.errors import NotFoundError, StateStoreError
+from connectors.errors import NotFoundError, StateStoreError, UsageError
 from connectors.names import safe_display
 
 KINDS = ("sync", "publish", "train", "predict")
@@ -119,7 +119,17 @@ def cmd_show(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 def cmd_replay(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from agent.ml.replay import replay
 
-    result = replay(open_lake(loaded), args.run_id)
+    try:
+        result = replay(open_lake(loaded), args.run_id)
+    except NotFoundError as e:
+        if e.kind != "run":
+            raise
+        local = [r for r in _local_runs(loaded) if r["run_id"] == args.run_id]
+        if not local:
+            raise
+        r = local[0]
+        raise UsageError(f"run {args.run_id} ({r['kind']} {r['name']}) finished "
+                         f"{r['status']} without output; there is nothing to replay") from e
     if args.json:
         print_json(result)
         return 0 if result["identical"] else 1

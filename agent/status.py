@@ -78,10 +78,11 @@ def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
     conf = loaded.config
     registry = ModelRegistry(lake)
     out = []
-    jobs: list[tuple[str, TrainingConfig | PredictionConfig, str]] = [
-        *(("train", t, t.model) for t in conf.trainings),
-        *(("predict", p, p.model_ref) for p in conf.predictions)]
-    for kind, job, ref in jobs:
+    # (kind, job, the model as configured, what "resolves_to" shows: a training's champion)
+    jobs: list[tuple[str, TrainingConfig | PredictionConfig, str, str]] = [
+        *(("train", t, t.model, f"{t.model}@champion") for t in conf.trainings),
+        *(("predict", p, p.model_ref, p.model_ref) for p in conf.predictions)]
+    for kind, job, shown, ref in jobs:
         last = state.runs(kind=kind, name=job.name, limit=1) if state else []
         run = last[0] if last else {}
         try:
@@ -91,7 +92,7 @@ def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
             current = None
         out.append({
             "job": f"{kind}:{job.name}", "kind": kind, "name": job.name,
-            "enabled": job.enabled, "schedule": job.schedule, "model": ref,
+            "enabled": job.enabled, "schedule": job.schedule, "model": shown,
             "resolves_to": current, "last_run": run.get("started_at"),
             "outcome": run.get("status"), "rows": run.get("rows"),
             "run_model": (f"{run['model']}@{run['model_version']}"

@@ -31,7 +31,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import skops.io as sio
 
 from connectors.errors import (
     ArtifactIntegrityError,
@@ -219,6 +218,8 @@ def artifact_exists(lake_uri: str, storage_options: Mapping[str, str], model: st
 def save_model(lake_uri: str, storage_options: Mapping[str, str], model: str, version: int,
                estimator: Any) -> ArtifactRef:
     """Store ``estimator`` as a new artifact; an existing one is never overwritten."""
+    import skops.io as sio  # here: it imports scikit-learn, which every CLI call would pay
+
     uri = artifact_uri(lake_uri, model, version)
     try:
         data: bytes = sio.dumps(estimator)
@@ -238,6 +239,8 @@ def load_model(ref_or_uri: ArtifactRef | str, expected_sha256: str,
     Types skops reports as untrusted are allowed when they belong to scikit-learn, numpy
     or scipy or are named in ``trusted``; any other refuses the load.
     """
+    import skops.io as sio
+
     uri = ref_or_uri.uri if isinstance(ref_or_uri, ArtifactRef) else ref_or_uri
     files, name = _VersionFiles.of_uri(uri, storage_options or {})
     try:

@@ -48,6 +48,11 @@ class EthicalItem(StrictModel):
     """What is done about it."""
 
 
+def _or_plain_text(schema: dict[str, Any]) -> None:
+    """In the JSON schema an item is a risk table or plain text, as the config accepts."""
+    schema["items"] = {"anyOf": [schema["items"], {"type": "string"}]}
+
+
 class CardSection(StrictModel):
     """Free text for the model card; what Silta measures is filled in by itself."""
 
@@ -71,12 +76,22 @@ class CardSection(StrictModel):
     """Known limitations."""
     tradeoffs: list[str] = Field(default_factory=list)
     """Trade-offs made (e.g. coverage against accuracy)."""
-    ethical_considerations: list[EthicalItem | str] = Field(default_factory=list)
+    ethical_considerations: list[EthicalItem] = Field(
+        default_factory=list,
+        json_schema_extra=_or_plain_text)
     """Risks and their mitigations: `{ risk = "...", mitigation = "..." }` or plain text."""
     privacy: str = ""
     """How personal data in the training data and the artifact is handled."""
     human_oversight: str = ""
     """How people review the model's output (e.g. manual coding of uncertain rows)."""
+
+    @field_validator("ethical_considerations", mode="before")
+    @classmethod
+    def _plain_text(cls, v: Any) -> Any:
+        # plain text is a risk without a stated mitigation; a union would report a
+        # mistyped key twice, once per branch
+        return [{"risk": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) \
+            else v
 
 
 class ModelConfig(StrictModel):

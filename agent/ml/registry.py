@@ -355,6 +355,9 @@ class ModelRegistry:
         if state not in VERSION_STATES:
             raise UsageError(f"state {state!r} is not one of {', '.join(VERSION_STATES)}")
         self.get(model, version)
+        current = "archived" if version in self.archived(model) else "active"
+        if current == state:
+            raise UsageError(f"{model}@{version} is {state} already")
         if state == "archived":
             pointing = sorted(a for a, v in self.aliases(model).items() if v == version)
             if pointing:

@@ -37,7 +37,7 @@ from agent.codeinfo import code_info, code_version, library_versions
 from agent.ml import card as cards
 from agent.ml.artifacts import load_model, save_model, save_version_file
 from agent.ml.config import ModelConfig
-from agent.ml.content_hash import column_hashes, combine, table_hash
+from agent.ml.content_hash import canonical_order, column_hashes, combine, table_hash
 from agent.ml.estimators import (
     FeatureSpec,
     Predictions,
@@ -199,17 +199,11 @@ def load_training_data(lake: DeltaLake, conf: ModelConfig,
     unlabelled = joined.num_rows - labelled.num_rows
     labelled = labelled.set_column(labelled.schema.get_field_index(conf.label), conf.label,
                                    pc.cast(labelled.column(conf.label), pa.string()))
-    from agent.ml.content_hash import canonical_order
-
     ordered = canonical_order(labelled, conf.key).select([*wanted, conf.label]
                                                          if conf.label not in wanted
                                                          else wanted)
     return TrainingData(table=ordered, inputs=inputs,
                         content_hash=table_hash(ordered, conf.key), unlabelled=unlabelled)
-
-
-def input_versions(inputs: list[dict[str, Any]]) -> dict[str, int]:
-    return {str(i["table"]): int(i["version"]) for i in inputs}
 
 
 # -- fitting and evaluation -------------------------------------------------------------

@@ -96,3 +96,49 @@ def test_kill_9_during_predictions_then_restart_predicts_every_row_once(
     per_run = duck_rows(duck, table, "SELECT run_id, count(*) FROM t GROUP BY 1")
     assert sum(n for _, n in per_run) == total
     assert len(per_run) == len(ranges)
+
+
+def test_kill_9_during_training_leaves_only_whole_versions(tmp_path: Path) -> None:
+    env = MlEnv(tmp_path, rows=1500, days=3)
+    env.sync()
+    env.close()
+    rng = random.Random(3)
+    killed = 0
+    for attempt in range(6):
+        with background(tmp_path, "jobs", "run", "train_coder", "--force", "--config",
+                        env.config_path, name=f"train{attempt}") as proc:
+            deadline = time.monotonic() + rng.uniform(1.0, 8.0)
+            while time.monotonic() < deadline and proc.alive():
+                time.sleep(0.05)
+            if proc.alive():
+                proc.kill()
+                killed += 1
+            else:
+                assert proc.proc.returncode == 0, proc.stderr()
+    assert killed >= 2, "too few trainings were killed mid-way to test anything"
+    final = silta(tmp_path, "jobs", "run", "train_coder", "--force", "--config",
+                  env.config_path)
+    assert final.code == 0, final
+
+    from agent.ml.artifacts import load_model, version_dir
+
+    registry = env.registry
+    versions = registry.versions("coder")
+    numbers = [v.version for v in versions]
+    assert numbers == sorted(set(numbers))  # no number twice
+    artifacts = sorted(int(p.name) for p in (tmp_path / "lake" / "_silta" / "artifacts" /
+                                             "coder").iterdir())
+    # every registered version is whole: its artifact loads by its sha256, its card is there
+    for v in versions:
+        assert load_model(v.artifact, v.artifact.sha256) is not None
+        assert sorted(p.name for p in version_dir(env.lake.uri, "coder", v.version).iterdir()
+                      ) == ["card.json", "card.md", "model.skops"]
+    # a killed run leaves at most an unused number (an artifact without a row), never a
+    # row without its artifact, and never a partial file under a final name
+    assert set(numbers) <= set(artifacts)
+    import skops.io as sio
+
+    for path in (tmp_path / "lake" / "_silta" / "artifacts").rglob("model.skops"):
+        sio.get_untrusted_types(data=path.read_bytes())  # a whole skops file, or it raises
+    champion = registry.resolve("coder@champion")
+    assert champion.version in numbers
