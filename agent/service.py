@@ -1,9 +1,12 @@
-"""The agent: `silta agent run`. One process, one lock, syncs on a thread pool.
+"""The agent: `silta agent run`. One process, one lock, syncs on a thread pool,
+trainings and predictions in worker processes (``agent/ml/worker.py``).
 
-Triggers (cron, file arrival, settle timers, operator commands, start-up catch-up) all go
-through :class:`Dispatcher`, which runs a sync at most once at a time and coalesces the
-triggers that arrive meanwhile into one follow-up run. SIGTERM/SIGINT stop new work and
-let in-flight batches finish (the engine stops between batches).
+Triggers (cron, file arrival, settle timers, `after` links, operator commands, start-up
+catch-up) all go through :class:`Dispatcher`, which runs a job at most once at a time
+and coalesces the triggers that arrive meanwhile into one follow-up run. A job that
+committed something new triggers the jobs that follow it. SIGTERM/SIGINT stop new work
+and let in-flight batches finish (the engine stops between batches; ML workers get
+``ml_stop_grace_seconds``).
 """
 
 from __future__ import annotations

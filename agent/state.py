@@ -425,9 +425,14 @@ class StateStore:
                          "NULL", (seq,))
         return seq
 
-    def outbox_flushed(self, seq: int) -> None:
+    def outbox_flushed(self, seq: int, *, keep_days: float = 7.0) -> None:
+        """Mark ``seq`` as in the lake; records in the lake longer than ``keep_days`` go."""
+        cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=keep_days)).isoformat(
+            timespec="milliseconds")
         with self.tx() as conn:
             conn.execute("UPDATE lake_outbox SET flushed_at=? WHERE seq=?", (now(), seq))
+            # the table, not the outbox, keeps seqs from going back (flush's min_seq)
+            conn.execute("DELETE FROM lake_outbox WHERE flushed_at < ?", (cutoff,))
 
     def interrupt_stale_runs(self) -> int:
         """Runs left 'running' by an agent that died; called under the agent lock."""

@@ -131,3 +131,19 @@ def test_sync_runs_that_moved_data_are_recorded_and_idle_ones_are_not(
         "sync", "ok", [{"connector": "inbox", "path": "*.csv", "files": 1,
                         "bytes": busy.bytes}], [{"table": "raw/t", "version": 0}])
     assert r["metrics"]["rows"] == 2
+
+
+def test_records_in_the_lake_leave_the_outbox_after_a_while(tmp_path: Path) -> None:
+    state, lake = StateStore(tmp_path / "state"), DeltaLake(str(tmp_path / "lake"))
+    old = _record(state, "a")
+    flush(state, lake)
+    with state.tx() as conn:  # flushed eight days ago
+        conn.execute("UPDATE lake_outbox SET flushed_at=? WHERE run_id=?",
+                     ((dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).isoformat(), old))
+    new = _record(state, "b")
+    flush(state, lake)
+    kept = [r[0] for r in state.query("SELECT run_id FROM lake_outbox")]
+    assert kept == [new]
+    assert sorted(r["run_id"] for r in read_runs(lake)) == sorted([old, new])
+    assert lake.count_rows(RUNS_TABLE) == 2
+    state.close()
