@@ -47,14 +47,21 @@ def test_kill_9_during_predictions_then_restart_predicts_every_row_once(
         in_agent = attempt % 2 == 1  # in the agent's worker process, or in the CLI itself
         args = (["agent", "run", "--once"] if in_agent else ["jobs", "run", "code_answers"])
         with background(tmp_path, *args, "--config", config, name=f"run{attempt}") as proc:
-            deadline = time.monotonic() + rng.uniform(0.5, 7.0)
             workers: list[psutil.Process] = []
-            while time.monotonic() < deadline and proc.alive():
-                if in_agent:
+            if in_agent:
+                # kill the agent while its worker predicts: wait for the worker, then a bit
+                deadline = time.monotonic() + 60
+                while not workers and time.monotonic() < deadline and proc.alive():
                     try:
-                        workers = psutil.Process(proc.pid).children() or workers
+                        workers = psutil.Process(proc.pid).children()
                     except psutil.NoSuchProcess:
                         break
+                    time.sleep(0.05)
+                delay = rng.uniform(0.5, 3.0)
+            else:
+                delay = rng.uniform(0.5, 6.0)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and proc.alive():
                 time.sleep(0.05)
             if proc.alive():
                 proc.kill()  # SIGKILL
@@ -107,7 +114,7 @@ def test_kill_9_during_training_leaves_only_whole_versions(tmp_path: Path) -> No
     for attempt in range(6):
         with background(tmp_path, "jobs", "run", "train_coder", "--force", "--config",
                         env.config_path, name=f"train{attempt}") as proc:
-            deadline = time.monotonic() + rng.uniform(1.0, 8.0)
+            deadline = time.monotonic() + rng.uniform(0.5, 5.0)
             while time.monotonic() < deadline and proc.alive():
                 time.sleep(0.05)
             if proc.alive():
