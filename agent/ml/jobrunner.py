@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from agent.codeinfo import code_version
 from agent.config import LoadedConfig
 from agent.ml.execute import execute_job
 from agent.ml.worker import run_in_worker
@@ -75,7 +76,7 @@ class MlJobRunner:
             finished_at=finished, inputs=list(outcome.inputs), outputs=list(outcome.outputs),
             model=outcome.model, model_version=outcome.model_version,
             metrics=dict(outcome.metrics), config_hash=outcome.config_hash,
-            code_version=_code_version(), error=outcome.error,
+            code_version=code_version(), error=outcome.error,
             detail={**outcome.detail, "message": outcome.message})
         self.state.finish_run(
             outcome.run_id, status=outcome.status, rows=outcome.rows,
@@ -92,9 +93,3 @@ class MlJobRunner:
                      outcome.status, outcome.message)
         if worth_a_row:
             flush_quietly(self.state, self.lake)
-
-
-def _code_version() -> str:
-    from agent.codeinfo import code_version
-
-    return code_version()
