@@ -174,8 +174,10 @@ def run_prediction(lake: DeltaLake, conf: PredictionConfig, model_conf: ModelCon
         try:
             unit = plan(lake, registry, conf)
         except NotFoundError as e:
-            if e.kind != "alias":
-                raise
+            if e.kind not in ("alias", "model"):
+                raise  # a pinned version that does not exist is a mistake, not a wait
+            # nothing to predict with yet: the first training, or the first promotion,
+            # has not happened (predictions that follow a training run after it)
             out.status = "skipped"
             out.message = (f"{conf.model_ref} does not exist yet, so nothing is predicted: "
                            f"{e.msg}")

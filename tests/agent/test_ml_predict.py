@@ -127,6 +127,17 @@ def test_the_alias_is_resolved_at_each_run(env: MlEnv) -> None:
     assert run["inputs"][1]["artifact_sha256"] == env.registry.get("coder", 2).artifact.sha256
 
 
+def test_before_any_model_is_registered_a_prediction_waits(tmp_path: Path) -> None:
+    early = MlEnv(tmp_path)
+    early.sync()
+    out = early.predict()  # the answers landed first; the training has not run yet
+    assert (out.status, out.committed) == ("skipped", False)
+    assert "coder@champion does not exist yet" in out.message
+    assert "no model is registered yet" in out.message
+    assert early.lake.open("predictions/codes") is None
+    early.close()
+
+
 def test_a_tampered_champion_is_refused_and_nothing_is_written(env: MlEnv) -> None:
     v = env.registry.get("coder", 1)
     path = Path(v.artifact.uri)
