@@ -190,23 +190,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _subcommand(module: str, attr: str) -> Callable[[argparse.Namespace], int]:
-    """A handler that runs ``agent.MODULE.cmd_<args.ATTR>`` with the loaded config."""
+def _subcommand(module: str, pick: Callable[[argparse.Namespace], str]
+                ) -> Callable[[argparse.Namespace], int]:
+    """A handler that runs ``agent.MODULE.cmd_<pick(args)>`` with the loaded config."""
     def run(args: argparse.Namespace) -> int:
         import importlib
 
         loaded = _config(args)
-        name = "lineage" if getattr(args, "cmd", None) == "lineage" else getattr(args, attr)
         handler: Callable[[LoadedConfig, argparse.Namespace], int] = getattr(
-            importlib.import_module(f"agent.{module}"), f"cmd_{name}")
+            importlib.import_module(f"agent.{module}"), f"cmd_{pick(args)}")
         return handler(loaded, args)
     return run
 
 
-cmd_tables = _subcommand("tables", "tables_cmd")
-cmd_models = _subcommand("models_cli", "models_cmd")
-cmd_runs = _subcommand("runs_cli", "runs_cmd")
-cmd_jobs = _subcommand("jobs_cli", "jobs_cmd")
+cmd_tables = _subcommand("tables", lambda a: str(a.tables_cmd))
+cmd_models = _subcommand("models_cli", lambda a: str(a.models_cmd))
+cmd_runs = _subcommand("runs_cli", lambda a: str(a.runs_cmd))
+cmd_lineage = _subcommand("runs_cli", lambda a: "lineage")
+cmd_jobs = _subcommand("jobs_cli", lambda a: str(a.jobs_cmd))
 
 
 def cmd_demo_init(args: argparse.Namespace) -> int:
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs_cli.add_parser(sub, common, as_json, _Parser, cmd_jobs)
     models_cli.add_parser(sub, common, as_json, _Parser, cmd_models, _positive)
-    runs_cli.add_parsers(sub, common, as_json, _Parser, cmd_runs, _positive)
+    runs_cli.add_parsers(sub, common, as_json, _Parser, cmd_runs, cmd_lineage, _positive)
 
     dm = sub.add_parser("demo", help="the embedded demo")
     dm_sub = dm.add_subparsers(dest="demo_cmd", required=True, parser_class=_Parser)

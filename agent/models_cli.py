@@ -151,7 +151,7 @@ def cmd_card(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    return _move(loaded, args.model, args.alias, args.version, args.reason or
+    return _move(loaded, args.model, CHAMPION_ALIAS, args.version, args.reason or
                  f"promoted by {getpass.getuser()}")
 
 
@@ -196,7 +196,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argu
                            help=f"make a version the {CHAMPION_ALIAS} (an operator's approval)")
     mp.add_argument("model")
     mp.add_argument("version", type=positive)
-    mp.add_argument("--alias", default=CHAMPION_ALIAS, help=argparse.SUPPRESS)
     mp.add_argument("--reason", default="", help="why (recorded with who and when)")
     ma = md_sub.add_parser("alias", parents=[common], help="point any alias at a version")
     ma.add_argument("model")

@@ -156,7 +156,7 @@ def cmd_lineage(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser,
-                parser_class: type[argparse.ArgumentParser], func: Any,
+                parser_class: type[argparse.ArgumentParser], func: Any, lineage_func: Any,
                 positive: Any) -> None:
     """`silta runs ...` and `silta lineage` on the main parser."""
     rn = sub.add_parser("runs", help="runs of every kind: inputs, outputs, replay")
@@ -177,5 +177,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Arg
     ln = sub.add_parser("lineage", parents=[common, as_json],
                         help="the chain from a table version back to the source files")
     ln.add_argument("table", help="TABLE or TABLE@VERSION")
-    for p in (rn, rl, rs, rr, ln):
+    for p in (rn, rl, rs, rr):
         p.set_defaults(func=func)
+    ln.set_defaults(func=lineage_func)

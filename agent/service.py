@@ -144,11 +144,11 @@ class Agent:
 
     def _runner(self, engine: SyncEngine, ml: MlJobRunner
                 ) -> Callable[[str, str], Outcome]:
-        def run(job_id: str, trigger: str, force: bool = False) -> Outcome:
+        def run(job_id: str, trigger: str) -> Outcome:
             kind, _, name = job_id.partition(":")
             if kind == "sync":
                 return engine.run(name, trigger=trigger, cancel=self.stop)
-            return ml.run(kind, name, trigger=trigger, cancel=self.stop, force=force)
+            return ml.run(kind, name, trigger=trigger, cancel=self.stop)
         return run
 
     def _record(self, job_id: str, outcome: Outcome) -> None:

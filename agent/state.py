@@ -380,17 +380,15 @@ class StateStore:
                    table_version: int | None = None, error: str | None = None,
                    verified: str | None = None, model: str | None = None,
                    model_version: int | None = None,
-                   detail: dict[str, Any] | None = None,
                    lake_row: dict[str, Any] | None = None) -> None:
         """Close a run; ``lake_row`` (its ``_silta/runs`` record) goes to the outbox with it."""
         with self.tx() as conn:
             conn.execute(
                 "UPDATE runs SET status=?, finished_at=?, files=?, rows=?, bytes=?, batches=?, "
-                "failed=?, table_version=?, error=?, verified=?, model=?, model_version=?, "
-                "detail=? WHERE id=?",
+                "failed=?, table_version=?, error=?, verified=?, model=?, model_version=? "
+                "WHERE id=?",
                 (status, now(), files, rows, bytes_, batches, failed, table_version, error,
-                 verified, model, model_version,
-                 json.dumps(detail, sort_keys=True, default=str) if detail else None, run_id))
+                 verified, model, model_version, run_id))
             if lake_row is not None:
                 conn.execute(
                     "INSERT INTO lake_outbox (run_id, row, created_at) VALUES (?, ?, ?) ON "

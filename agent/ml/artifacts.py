@@ -39,7 +39,7 @@ from connectors.errors import (
     UnsafeNameError,
     UsageError,
 )
-from connectors.lake import INTERNAL_PREFIX, DeltaLake
+from connectors.lake import INTERNAL_PREFIX, UNCONDITIONAL, DeltaLake
 from connectors.names import check_relative_path, safe_display
 
 ARTIFACTS_PREFIX = f"{INTERNAL_PREFIX}/artifacts"
@@ -131,10 +131,7 @@ class _VersionFiles:
             self._create_local(name, data)
             return
         # the table's creation is the claim; a second creator's commit is refused
-        result = self.lake.commit_batch(self.table, _file_row(name, data),
-                                        app_id=f"silta-artifact/{name}", seq=1, mode="append",
-                                        schema_merge=False, metadata={}, follows=None)
-        if result.already:
+        if self._commit(name, data, claim=True):
             raise UsageError(f"model artifact {self.folder_uri}/{name} already exists; save a "
                              "new version instead")
 
@@ -156,15 +153,22 @@ class _VersionFiles:
     def put(self, name: str, data: bytes) -> None:
         """Write ``name`` beside the model (the card): whole or not at all, once."""
         if self.lake is not None:
-            self.lake.commit_batch(self.table, _file_row(name, data),
-                                   app_id=f"silta-artifact/{name}", seq=1, mode="append",
-                                   schema_merge=False, metadata={})
+            self._commit(name, data, claim=False)
             return
         path = _local_path(self.folder_uri) / name
         try:
             _write_durably(path, data, os.replace)
         except OSError as e:
             raise StoreError(f"{path} could not be written: {e}", retriable=True) from e
+
+    def _commit(self, name: str, data: bytes, *, claim: bool) -> bool:
+        """Commit ``name`` once (its own app transaction); True when it was there already."""
+        assert self.lake is not None
+        result = self.lake.commit_batch(
+            self.table, _file_row(name, data), app_id=f"silta-artifact/{name}", seq=1,
+            mode="append", schema_merge=False, metadata={},
+            follows=None if claim else UNCONDITIONAL)
+        return result.already
 
     def get(self, name: str) -> bytes:
         if self.lake is None:

@@ -83,7 +83,7 @@ class MlJobRunner:
             batches=1 if outcome.committed else 0, failed=int(outcome.failed),
             table_version=outcome.table_version, error=outcome.error,
             verified=outcome.message or None, model=outcome.model,
-            model_version=outcome.model_version, detail={"message": outcome.message},
+            model_version=outcome.model_version,
             lake_row=record.as_row() if worth_a_row else None)
         if outcome.failed:
             log.error("%s=%s run %s failed: %s", outcome.kind, outcome.name, outcome.run_id,

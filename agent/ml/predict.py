@@ -61,21 +61,24 @@ def app_id(job: str) -> str:
 class Plan:
     """One run's unit: the input range, the model version, what the table followed."""
 
-    after: int | None  # the input version predicted up to before (None: nothing yet)
-    to: int  # the input version pinned for this run
     follows: int | None  # the job's last transaction in the predictions table
+    to: int  # the input version pinned for this run
     model: ModelVersion
+
+    @property
+    def after(self) -> int | None:
+        """The input version predicted up to before (None: nothing yet)."""
+        return None if self.follows is None else self.follows - 1
 
 
 def plan(lake: DeltaLake, registry: ModelRegistry, conf: PredictionConfig) -> Plan | None:
     """The range to predict now, or None when the predictions are up to date."""
     output = lake.open(conf.output)
     follows = output.transaction_version(app_id(conf.name)) if output is not None else None
-    after = follows - 1 if follows is not None else None
     to = lake.require(conf.input).version()
-    if after is not None and after >= to:
+    if follows is not None and follows - 1 >= to:
         return None
-    return Plan(after=after, to=to, follows=follows, model=registry.resolve(conf.model_ref))
+    return Plan(follows=follows, to=to, model=registry.resolve(conf.model_ref))
 
 
 def output_schema(input_schema: pa.Schema, key: list[str], passthrough: list[str]

@@ -18,6 +18,7 @@ would change) unless forced.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
 import logging
@@ -370,8 +371,6 @@ def decide(registry: ModelRegistry, conf: ModelConfig, model: str, version: int,
 def card_facts(model: str, version: int, conf: ModelConfig, data: TrainingData,
                fit: FitResult, sig: dict[str, Any], training: dict[str, Any],
                artifact_uri: str, artifact_sha256: str, created_by: str) -> cards.CardFacts:
-    import datetime as dt
-
     info = code_info()
     return cards.CardFacts(
         model=model, version=version, description=conf.description,
@@ -401,29 +400,19 @@ def write_card(lake: DeltaLake, facts: cards.CardFacts) -> dict[str, Any]:
 
 
 # -- the job ----------------------------------------------------------------------------
-def _up_to_date(registry: ModelRegistry, model: str, conf: ModelConfig,
-                versions: dict[str, int]) -> ModelVersion | None:
-    """The latest version when it was fitted on exactly these inputs and this config."""
+def _latest_same_config(registry: ModelRegistry, model: str, conf: ModelConfig
+                        ) -> ModelVersion | None:
+    """The latest version when it was fitted with this config (else None)."""
     try:
         latest = registry.versions(model)[-1]
     except NotFoundError:
         return None
-    trained = {str(i["table"]): int(i["version"]) for i in latest.training_data.get(
-        "inputs", [])}
-    return latest if trained == versions and latest.config_hash == conf.config_hash() \
-        else None
+    return latest if latest.config_hash == conf.config_hash() else None
 
 
-def _same_rows(registry: ModelRegistry, model: str, conf: ModelConfig,
-               data: TrainingData) -> ModelVersion | None:
-    """The latest version when it was fitted on rows with this content, and this config."""
-    try:
-        latest = registry.versions(model)[-1]
-    except NotFoundError:
-        return None
-    same = (latest.training_data.get("content_hash") == data.content_hash
-            and latest.config_hash == conf.config_hash())
-    return latest if same else None
+def _trained_versions(version: ModelVersion) -> dict[str, int]:
+    return {str(i["table"]): int(i["version"])
+            for i in version.training_data.get("inputs", [])}
 
 
 def run_training(lake: DeltaLake, model: str, conf: ModelConfig, *, run_id: str,
@@ -434,15 +423,16 @@ def run_training(lake: DeltaLake, model: str, conf: ModelConfig, *, run_id: str,
     registry = ModelRegistry(lake)
     tables = [conf.training_table] + ([conf.labels_table] if conf.labels_table else [])
     versions = {t: lake.require(t).version() for t in tables}
-    latest = None if force else _up_to_date(registry, model, conf, versions)
-    if latest is not None:
+    latest = None if force else _latest_same_config(registry, model, conf)
+    if latest is not None and _trained_versions(latest) == versions:
         out.status, out.model_version = "skipped", latest.version
         out.message = (f"up to date: {model}@{latest.version} was trained on the same data "
                        "and config (force a run to train again)")
         out.inputs = latest.training_data.get("inputs", [])
         return out
     data = load_training_data(lake, conf, versions)
-    same = None if force else _same_rows(registry, model, conf, data)
+    same = latest if latest is not None and (
+        latest.training_data.get("content_hash") == data.content_hash) else None
     if same is not None:
         # new versions of the tables, but not of the labelled rows (new unlabelled answers)
         out.status, out.model_version = "skipped", same.version
