@@ -18,11 +18,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(SILTA) demo init --config $(CONFIG) --force
+	rm -rf var/lake var/state var/onprem  # the demo starts from nothing each time
+	$(SILTA) demo init --config $(CONFIG)
 	$(SILTA) agent run --once --config $(CONFIG)
 	@echo
 	$(SILTA) tables list --config $(CONFIG)
-	$(SILTA) models list --config $(CONFIG)
+	@echo; echo "== a later month arrives, and it has drifted =="
+	$(SILTA) demo drift --config $(CONFIG)
+	$(SILTA) agent run --once --config $(CONFIG)
+	@echo
+	$(SILTA) alerts list --config $(CONFIG)
+	$(SILTA) models show occupation_coder --config $(CONFIG)
 
 lint: install
 	$(VENV)/bin/ruff check .

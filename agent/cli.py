@@ -208,14 +208,16 @@ cmd_models = _subcommand("models_cli", lambda a: str(a.models_cmd))
 cmd_runs = _subcommand("runs_cli", lambda a: str(a.runs_cmd))
 cmd_lineage = _subcommand("runs_cli", lambda a: "lineage")
 cmd_jobs = _subcommand("jobs_cli", lambda a: str(a.jobs_cmd))
+cmd_monitors = _subcommand("monitors_cli", lambda a: str(a.monitors_cmd))
+cmd_alerts = _subcommand("alerts_cli", lambda a: str(a.alerts_cmd))
 
 
 def cmd_demo_init(args: argparse.Namespace) -> int:
-    from agent.demo import init_demo
+    from agent.demo import WRITERS
 
     loaded = _config(args)
-    written = init_demo(loaded, seed=args.seed, files=args.files, rows=args.rows,
-                        force=args.force)
+    written = WRITERS[args.demo_cmd](loaded, seed=args.seed, files=args.files,
+                                     rows=args.rows, force=args.force)
     for path in written:
         sys.stdout.write(f"{path}\n")
     return EXIT_OK
@@ -298,21 +300,27 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (tl, th, ts, tt, tg):
         sp.set_defaults(func=cmd_tables)
 
-    from agent import jobs_cli, models_cli, runs_cli
+    from agent import alerts_cli, jobs_cli, models_cli, monitors_cli, runs_cli
 
     jobs_cli.add_parser(sub, common, as_json, _Parser, cmd_jobs)
     models_cli.add_parser(sub, common, as_json, _Parser, cmd_models, _positive)
     runs_cli.add_parsers(sub, common, as_json, _Parser, cmd_runs, cmd_lineage, _positive)
+    monitors_cli.add_parser(sub, common, as_json, _Parser, cmd_monitors)
+    alerts_cli.add_parser(sub, common, as_json, _Parser, cmd_alerts, _positive)
 
     dm = sub.add_parser("demo", help="the embedded demo")
     dm_sub = dm.add_subparsers(dest="demo_cmd", required=True, parser_class=_Parser)
     di = dm_sub.add_parser("init", parents=[common],
                            help="write the demo's on-prem files (deterministic, seeded)")
-    di.add_argument("--seed", type=int, default=2026)
-    di.add_argument("--files", type=_positive, default=6)
-    di.add_argument("--rows", type=_positive, default=400, help="rows per file")
-    di.add_argument("--force", action="store_true", help="overwrite existing demo files")
-    di.set_defaults(func=cmd_demo_init)
+    dd = dm_sub.add_parser("drift", parents=[common],
+                           help="add a later month that has drifted (new job titles, "
+                                "shifted categories) and its coded sample")
+    for d, files in ((di, 6), (dd, 4)):
+        d.add_argument("--seed", type=int, default=2026)
+        d.add_argument("--files", type=_positive, default=files)
+        d.add_argument("--rows", type=_positive, default=400, help="rows per file")
+        d.add_argument("--force", action="store_true", help="overwrite existing demo files")
+        d.set_defaults(func=cmd_demo_init)
     return p
 
 

@@ -36,6 +36,8 @@ from agent.config_base import (
 from agent.config_base import NAME_PATTERN as _NAME
 from agent.config_base import StrictModel as _Model
 from agent.ml.config import ModelConfig, PredictionConfig, TrainingConfig
+from agent.ml.monitor_config import ColumnRule, MonitorConfig
+from agent.notify_config import AlertsSection, CommandChannel, EmailChannel, WebhookChannel
 from agent.tomlmap import key_lines, line_for
 from connectors.errors import ConfigError, UnsafeNameError
 from connectors.names import check_relative_path
@@ -403,6 +405,10 @@ class SiltaConfig(_Model):
     """Training jobs: when each model is fitted and registered."""
     predictions: list[PredictionConfig] = Field(default_factory=list)
     """Prediction jobs: which model@alias codes which table's new rows."""
+    monitors: list[MonitorConfig] = Field(default_factory=list)
+    """Monitoring jobs: schema, quality, drift and accuracy checks that raise alerts."""
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
+    """Where alerts are sent (webhook, e-mail, a command; always the log) and how often."""
 
     def sync(self, name: str) -> SyncConfig:
         for s in self.syncs:
@@ -427,6 +433,14 @@ class SiltaConfig(_Model):
         from connectors.errors import NotFoundError
 
         raise NotFoundError("prediction", name, "see `silta jobs list`")
+
+    def monitor(self, name: str) -> MonitorConfig:
+        for m in self.monitors:
+            if m.name == name:
+                return m
+        from connectors.errors import NotFoundError
+
+        raise NotFoundError("monitor", name, "see `silta monitors list`")
 
     def model(self, name: str) -> ModelConfig:
         if name in self.models:
@@ -545,7 +559,8 @@ def _all_field_names() -> set[str]:
 
     for model in (AgentSection, LakeSection, FolderConnector, SftpConnector, SqlConnector,
                   CsvSection, SyncConfig, SiltaConfig, ModelConfig, TrainingConfig,
-                  PredictionConfig, CardSection, SplitSection, EthicalItem):
+                  PredictionConfig, CardSection, SplitSection, EthicalItem, MonitorConfig,
+                  ColumnRule, AlertsSection, WebhookChannel, EmailChannel, CommandChannel):
         for fname, info in model.model_fields.items():
             names.add(info.alias or fname)
     return names
@@ -689,8 +704,8 @@ def _order_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], s
             elif dep not in jobs:
                 known = ", ".join(sorted(jobs)) or "none"
                 out.append(((section, i, "after"),
-                            f"no job {dep!r}; write `sync:NAME`, `train:NAME` or "
-                            f"`predict:NAME` (jobs: {known})"))
+                            f"no job {dep!r}; write `sync:NAME`, `train:NAME`, "
+                            f"`predict:NAME` or `monitor:NAME` (jobs: {known})"))
             else:
                 graph.setdefault(node, []).append(dep)
     state: dict[str, int] = {}
@@ -713,7 +728,7 @@ def _order_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], s
 
 
 def _ml_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """Trainings and predictions name defined models; job names are unique across kinds."""
+    """ML jobs name defined models; job names are unique across kinds."""
     out: list[tuple[tuple[str | int, ...], str]] = []
     models = data.get("models")
     model_names = set(models) if isinstance(models, dict) else set()
@@ -723,7 +738,8 @@ def _ml_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]
             out.append((("models", str(name)), "a model name is 1-64 letters, digits, `_`, "
                                                "`.` or `-`, starting with a letter or digit"))
     known = ", ".join(sorted(str(m) for m in model_names)) or "none defined"
-    for section, field in (("trainings", "model"), ("predictions", "model")):
+    for section, field in (("trainings", "model"), ("predictions", "model"),
+                           ("monitors", "model")):
         entries = data.get(section)
         for i, job in enumerate(entries if isinstance(entries, list) else []):
             if not isinstance(job, dict) or not isinstance(job.get(field), str):
@@ -743,7 +759,8 @@ def _ml_problems(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]
                 # (two syncs with one name are reported by the sync checks already)
                 out.append(((section, i, "name"), f"name {name!r} is already used by "
                                                   f"{seen[name]}; names must be unique "
-                                                  "across syncs, trainings and predictions"))
+                                                  "across syncs, trainings, predictions "
+                                                  "and monitors"))
             seen.setdefault(name, f"{section}[{i}]")
     return out
 

@@ -59,14 +59,32 @@ def check_lake_table(name: str, *, writable: bool = False) -> str:
     return name
 
 
-JOB_KINDS = ("sync", "train", "predict")
+JOB_KINDS = ("sync", "train", "predict", "monitor")
 #: the config section of each kind of job
-JOB_SECTIONS = {"syncs": "sync", "trainings": "train", "predictions": "predict"}
+JOB_SECTIONS = {"syncs": "sync", "trainings": "train", "predictions": "predict",
+                "monitors": "monitor"}
 
 
 def parse_after(item: str) -> tuple[str, str]:
-    """``"train:x"`` -> ``("train", "x")``; a bare name is a sync (``after = ["ingest"]``)."""
+    """``"predict:x"`` -> ``("predict", "x")``; a bare name is a sync (``after = ["ingest"]``)."""
     kind, sep, name = item.partition(":")
     if sep and kind in JOB_KINDS:
         return kind, name
     return "sync", item
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"1d12h"``, ``"1w"`` -> seconds; ValueError otherwise."""
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise ValueError(f"{text!r} is not a duration; write it like `90s`, `15m`, `2h`, "
+                         "`1d` or `1d12h`")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return seconds

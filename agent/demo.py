@@ -11,6 +11,8 @@ import contextlib
 import datetime as dt
 import os
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import LoadedConfig
@@ -89,38 +91,78 @@ def _quote(value: str) -> str:
     return value
 
 
-def generate(seed: int, files: int, rows: int) -> list[tuple[str, bytes, dt.datetime]]:
-    """The demo's files as (relative path, content, export time); same seed, same bytes."""
-    rng = random.Random(seed)
+@dataclass(frozen=True)
+class Month:
+    """What one delivery period of the survey looks like."""
+
+    wave: str
+    start: dt.datetime
+    first_id: int
+    occupations: list[tuple[str, str, str, str]]
+    lang_weights: list[tuple[str, float]]
+    sector_weights: list[float]
+    coded_file: str
+
+
+Q3 = Month("2026Q3", START, 1, OCCUPATIONS, LANG_WEIGHTS, [1.0, 1.0, 1.0],
+           "coded/coded_sample_2026Q3.csv")
+# A later month that has drifted: new kinds of work the coder never saw (platform and
+# data jobs), more answers in English, and the private sector growing.
+NEW_OCCUPATIONS: list[tuple[str, str, str, str]] = [
+    ("9621", "ruokalähetti", "matbud", "food delivery courier"),
+    ("2511", "data-analyytikko", "dataanalytiker", "data analyst"),
+    ("2166", "graafinen suunnittelija", "grafisk formgivare", "graphic designer"),
+    ("4222", "asiakaspalvelija", "kundtjänstmedarbetare", "contact centre agent"),
+]
+Q4 = Month("2026Q4", dt.datetime(2026, 11, 2, 8, 0, 0), 500_001,
+           OCCUPATIONS + NEW_OCCUPATIONS * 3, [("fi", 0.55), ("sv", 0.10), ("en", 0.35)],
+           [0.5, 2.5, 0.5], "coded/coded_sample_2026Q4.csv")
+
+
+def _month(rng: random.Random, month: Month, files: int, rows: int
+           ) -> list[tuple[str, bytes, dt.datetime]]:
     out: list[tuple[str, bytes, dt.datetime]] = []
     coded: list[str] = ["response_id;isco08;coder"]
-    n = 0
+    n = month.first_id - 1
     for day in range(files):
         lines = [";".join(HEADER)]
-        stamp = START + dt.timedelta(days=day)
+        stamp = month.start + dt.timedelta(days=day)
         for _ in range(rows):
             n += 1
-            occ = rng.choice(OCCUPATIONS)
-            lang = rng.choices([x for x, _ in LANG_WEIGHTS], [w for _, w in LANG_WEIGHTS])[0]
+            occ = rng.choice(month.occupations)
+            lang = rng.choices([x for x, _ in month.lang_weights],
+                               [w for _, w in month.lang_weights])[0]
             submitted = stamp + dt.timedelta(seconds=rng.randrange(0, 12 * 3600))
             hours = rng.choice([37.5, 38.25, 40.0, 20.0, 30.0, 24.5, 36.75])
             rid = f"R26-{n:06d}"
-            row = [rid, "2026Q3", submitted.strftime("%Y-%m-%d %H:%M:%S"), rng.choice(REGIONS),
-                   lang, str(rng.randint(18, 67)), f"{hours:.2f}".replace(".", ","),
-                   rng.choice(SECTORS), _title(rng, lang, occ)]
+            row = [rid, month.wave, submitted.strftime("%Y-%m-%d %H:%M:%S"),
+                   rng.choice(REGIONS), lang, str(rng.randint(18, 67)),
+                   f"{hours:.2f}".replace(".", ","),
+                   rng.choices(SECTORS, month.sector_weights)[0], _title(rng, lang, occ)]
             if rng.random() < 0.02:
                 row[6] = ""  # a skipped question
             lines.append(";".join(_quote(v) for v in row))
             if rng.random() < 0.25:
-                code = (rng.choice(OCCUPATIONS)[0] if rng.random() < CODER_SLIPS
+                code = (rng.choice(month.occupations)[0] if rng.random() < CODER_SLIPS
                         else occ[0])
                 coded.append(f"{rid};{code};{rng.choice(['coder-a', 'coder-b', 'coder-c'])}")
         exported = stamp + dt.timedelta(hours=13)
         out.append((f"responses/responses_{stamp:%Y%m%d}.csv",
                     ("\n".join(lines) + "\n").encode("utf-8"), exported))
-    out.append(("coded/coded_sample_2026Q3.csv", ("\n".join(coded) + "\n").encode("utf-8"),
-                START + dt.timedelta(days=files, hours=10)))
+    out.append((month.coded_file, ("\n".join(coded) + "\n").encode("utf-8"),
+                month.start + dt.timedelta(days=files, hours=10)))
     return out
+
+
+def generate(seed: int, files: int, rows: int) -> list[tuple[str, bytes, dt.datetime]]:
+    """The demo's files as (relative path, content, export time); same seed, same bytes."""
+    return _month(random.Random(seed), Q3, files, rows)
+
+
+def generate_drift(seed: int, files: int, rows: int) -> list[tuple[str, bytes, dt.datetime]]:
+    """A later month that has drifted (new job titles, shifted categories), with its
+    coded sample; same seed, same bytes."""
+    return _month(random.Random(seed + 4), Q4, files, rows)
 
 
 INDUSTRIES = [("47111", "Retail sale in non-specialised stores"),
@@ -165,27 +207,53 @@ def write_register(path: Path, seed: int, force: bool) -> Path:
     return path
 
 
-def init_demo(loaded: LoadedConfig, *, seed: int, files: int, rows: int, force: bool
-              ) -> list[Path]:
-    """Write the demo files into the ``dropzone`` folder; refuse to overwrite unless forced."""
+def _dropzone(loaded: LoadedConfig) -> FolderStore:
     if "dropzone" not in loaded.config.connectors:
         raise UsageError(f"{loaded.path} has no [connectors.dropzone]; the demo writes there "
                          "(use config/demo.toml)")
     store = open_store(loaded, "dropzone")
     if not isinstance(store, FolderStore):
         raise UsageError("the demo's dropzone must be a folder connector")
+    return store
+
+
+def _write(store: FolderStore, files: list[tuple[str, bytes, dt.datetime]], force: bool
+           ) -> list[Path]:
     written: list[Path] = []
-    for rel, content, exported in generate(seed, files, rows):
+    for rel, _, _ in files:
+        if (store.root / rel).exists() and not force:
+            raise UsageError(f"{store.root / rel} exists; pass --force to write the demo "
+                             "files again")
+    for rel, content, exported in files:
         target = store.root / rel
-        if target.exists() and not force:
-            raise UsageError(f"{target} exists; pass --force to write the demo files again")
         store.write_atomic(rel, [content])
         # The export time is the file's mtime: the files are settled, as real exports are.
         ts = exported.replace(tzinfo=dt.UTC).timestamp()
         os.utime(target, (ts, ts))
         written.append(target)
+    return written
+
+
+def init_demo(loaded: LoadedConfig, *, seed: int, files: int, rows: int, force: bool
+              ) -> list[Path]:
+    """Write the demo files into the ``dropzone`` folder; refuse to overwrite unless forced."""
+    store = _dropzone(loaded)
+    if force:  # a fresh demo: a drifted month from an earlier one must not linger
+        for rel, _, _ in generate_drift(seed, files, rows):
+            (store.root / rel).unlink(missing_ok=True)
+    written = _write(store, generate(seed, files, rows), force)
     register = loaded.config.connectors.get("register")
     if register is not None and register.type == "sql" and register.url.startswith("sqlite:///"):
         written.append(write_register(loaded.resolve(register.url.removeprefix("sqlite:///")),
                                       seed, force))
     return written
+
+
+def add_drift(loaded: LoadedConfig, *, seed: int, files: int, rows: int, force: bool
+              ) -> list[Path]:
+    """Write the later, drifted month (answers and their coded sample) into the dropzone."""
+    return _write(_dropzone(loaded), generate_drift(seed, files, rows), force)
+
+
+#: `silta demo init` and `silta demo drift`
+WRITERS: dict[str, Callable[..., list[Path]]] = {"init": init_demo, "drift": add_drift}

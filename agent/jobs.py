@@ -1,8 +1,9 @@
-"""The job graph: syncs, trainings and predictions, and who follows whom (`after`).
+"""The job graph: syncs, trainings, predictions and monitors, and who follows whom.
 
 A job is addressed as ``kind:name`` (``sync:coded_sample``, ``train:coder``,
-``predict:code_answers``). ``after`` links make the graph: a job runs when one it
-follows committed something new, and after it in ``silta agent run --once``.
+``predict:code_answers``, ``monitor:answers``). ``after`` links make the graph: a job
+runs when one it follows committed something new, and after it in ``silta agent run
+--once``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Literal
 from agent.config import SiltaConfig, SyncConfig
 from agent.config_base import parse_after
 from agent.ml.config import PredictionConfig, TrainingConfig
+from agent.ml.monitor_config import MonitorConfig
 from connectors.errors import NotFoundError
 
-JobKind = Literal["sync", "train", "predict"]
-JobConfig = SyncConfig | TrainingConfig | PredictionConfig
+JobKind = Literal["sync", "train", "predict", "monitor"]
+JobConfig = SyncConfig | TrainingConfig | PredictionConfig | MonitorConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class JobGraph:
         jobs: list[Job] = [Job("sync", s) for s in config.syncs]
         jobs += [Job("train", t) for t in config.trainings]
         jobs += [Job("predict", p) for p in config.predictions]
+        jobs += [Job("monitor", m) for m in config.monitors]
         self.all = jobs
         self._by_id = {j.id: j for j in jobs}
 

@@ -1,4 +1,4 @@
-"""`silta jobs ...`: every sync, training and prediction, and running one now."""
+"""`silta jobs ...`: every sync, training, prediction and monitor, and running one now."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from agent.config import LoadedConfig, SyncConfig
 from agent.jobs import JobGraph
 from agent.lock import InstanceLock
 from agent.ml.config import PredictionConfig, TrainingConfig
+from agent.ml.monitor_config import MonitorConfig
 from agent.outcome import JobOutcome
 from agent.output import print_json, print_table
 from agent.state import StateStore
@@ -28,6 +29,8 @@ def job_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
             what = f"{c.source} -> {c.target}"
         elif isinstance(c, TrainingConfig):
             what = f"model {c.model}"
+        elif isinstance(c, MonitorConfig):
+            what = "monitor " + ", ".join(t for t in (c.input, c.predictions, c.labels) if t)
         else:
             assert isinstance(c, PredictionConfig)
             what = f"{c.model_ref}: {c.input} -> {c.output}"
@@ -48,7 +51,14 @@ def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    """Run one training or prediction now, here; queue it when the agent is running."""
+    """Run one ML job now, here; queue it when the agent is running.
+
+    A monitoring run here does what the agent would after it: the trainings its new
+    alerts ask for (continuous training) run next, and the notifications are tried once
+    (what fails waits in the outbox for the agent).
+    """
+    from agent.alert_delivery import Notifier
+    from agent.continuous import retraining
     from agent.ml.jobrunner import MlJobRunner
     from agent.stores import open_lake
 
@@ -68,12 +78,17 @@ def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
                              in_process=True)
         cancel = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-        outcome = runner.run(job.kind, job.name, trigger=f"cli:{getpass.getuser()}",
-                             cancel=cancel, force=args.force)
+        trigger = f"cli:{getpass.getuser()}"
+        outcomes = [runner.run(job.kind, job.name, trigger=trigger, cancel=cancel,
+                               force=args.force)]
+        for again, alert in retraining(outcomes[0]):
+            kind, _, name = again.partition(":")
+            outcomes.append(runner.run(kind, name, trigger=f"alert:{alert}", cancel=cancel))
+        Notifier(runner.book, loaded.config.alerts).pump()
     finally:
         lock.release()
-    print_job_outcomes([outcome], args.json)
-    return 1 if outcome.failed else 0
+    print_job_outcomes(outcomes, args.json)
+    return 1 if any(o.failed for o in outcomes) else 0
 
 
 def lock_or_queue(loaded: LoadedConfig, kind: str, args: dict[str, Any], what: str,
@@ -111,13 +126,13 @@ def print_job_outcomes(outcomes: list[JobOutcome], as_json: bool) -> None:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser,
                parser_class: type[argparse.ArgumentParser], func: Any) -> None:
-    jb = sub.add_parser("jobs", help="syncs, trainings and predictions")
+    jb = sub.add_parser("jobs", help="syncs, trainings, predictions and monitors")
     jb_sub = jb.add_subparsers(dest="jobs_cmd", required=True, parser_class=parser_class)
     jb_sub.add_parser("list", parents=[common, as_json], help="every job and what it follows"
                       ).set_defaults(func=func)
     jr = jb_sub.add_parser("run", parents=[common, as_json],
                            help="run a job now (queued for the agent when it is running)")
-    jr.add_argument("name", help="NAME or KIND:NAME (sync, train, predict)")
+    jr.add_argument("name", help="NAME or KIND:NAME (sync, train, predict, monitor)")
     jr.add_argument("--force", action="store_true",
                     help="train even when the data and config are unchanged")
     jb.set_defaults(func=func)

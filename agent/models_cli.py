@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.config import LoadedConfig
 from agent.ml.artifacts import check_model_name, read_version_file
-from agent.ml.registry import CHAMPION_ALIAS, ModelRegistry, ModelVersion
+from agent.ml.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, ModelRegistry, ModelVersion
 from agent.output import print_json, print_table
 from agent.stores import open_lake
 from connectors.errors import NotFoundError, UsageError
@@ -170,6 +170,46 @@ def _move(loaded: LoadedConfig, model: str, alias: str, version: int, reason: st
     return 0
 
 
+def cmd_approve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    """An operator's approval of the version a manual promotion left waiting."""
+    reg = _registry(loaded)
+    model = check_model_name(args.model)
+    aliases = reg.aliases(model)
+    waiting = aliases.get(CHALLENGER_ALIAS)
+    if waiting != args.version:
+        what = (f"the version waiting is {waiting}" if waiting is not None
+                else "no version is waiting")
+        raise UsageError(f"{model}@{args.version} is not waiting for approval ({what}); "
+                         f"`silta models promote {model} {args.version}` promotes any version")
+    if aliases.get(CHAMPION_ALIAS) == args.version:
+        raise UsageError(f"{model}@{args.version} is the {CHAMPION_ALIAS} already")
+    why = next((c.reason for c in reversed(reg.alias_history(model, CHALLENGER_ALIAS))
+                if c.version == args.version), "")
+    reason = f"approved by {getpass.getuser()}" + (f": {args.reason}" if args.reason else "")
+    return _move(loaded, model, CHAMPION_ALIAS, args.version,
+                 f"{reason} (training said: {why})" if why else reason)
+
+
+def cmd_rollback(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    """Point the champion back at the version it pointed at before its last move."""
+    reg = _registry(loaded)
+    model = check_model_name(args.model)
+    moves = reg.alias_history(model, CHAMPION_ALIAS)
+    if not moves:
+        raise UsageError(f"{model} has no {CHAMPION_ALIAS} to roll back")
+    current = moves[-1]
+    previous = current.previous_version
+    if previous is None:
+        raise UsageError(f"{model}@{current.version} is the first {CHAMPION_ALIAS}; there is "
+                         "no earlier one to go back to")
+    if previous in reg.archived(model):
+        raise UsageError(f"{model}@{previous} (the previous {CHAMPION_ALIAS}) is archived; "
+                         f"`silta models archive {model} {previous} --undo` first")
+    reason = (f"rollback by {getpass.getuser()} from v{current.version}"
+              + (f": {args.reason}" if args.reason else ""))
+    return _move(loaded, model, CHAMPION_ALIAS, previous, reason)
+
+
 def cmd_archive(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     reg = _registry(loaded)
     state = "active" if args.undo else "archived"
@@ -202,11 +242,20 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argu
     ma.add_argument("alias")
     ma.add_argument("version", type=positive)
     ma.add_argument("--reason", default="", help="why (recorded with who and when)")
+    mv = md_sub.add_parser("approve", parents=[common],
+                           help="approve the version a manual promotion left waiting")
+    mv.add_argument("model")
+    mv.add_argument("version", type=positive)
+    mv.add_argument("--reason", default="", help="why (recorded with who and when)")
+    mb = md_sub.add_parser("rollback", parents=[common],
+                           help=f"point {CHAMPION_ALIAS} back at the previous one")
+    mb.add_argument("model")
+    mb.add_argument("--reason", default="", help="why (recorded with who and when)")
     mr = md_sub.add_parser("archive", parents=[common],
                            help="archive a version (no alias may point at it)")
     mr.add_argument("model")
     mr.add_argument("version", type=positive)
     mr.add_argument("--reason", default="")
     mr.add_argument("--undo", action="store_true", help="make an archived version active")
-    for p in (md, ms, mc, mp, ma, mr):
+    for p in (md, ms, mc, mp, ma, mv, mb, mr):
         p.set_defaults(func=func)

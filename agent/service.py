@@ -1,10 +1,12 @@
 """The agent: `silta agent run`. One process, one lock, syncs on a thread pool,
-trainings and predictions in worker processes (``agent/ml/worker.py``).
+trainings, predictions and monitors in worker processes (``agent/ml/worker.py``),
+alert notifications on a thread of their own (``agent/alert_delivery.py``).
 
 Triggers (cron, file arrival, settle timers, `after` links, operator commands, start-up
 catch-up) all go through :class:`Dispatcher`, which runs a job at most once at a time
 and coalesces the triggers that arrive meanwhile into one follow-up run. A job that
-committed something new triggers the jobs that follow it. SIGTERM/SIGINT stop new work
+committed something new triggers the jobs that follow it; an alert in a model's
+``retrain_on`` triggers its trainings (``agent/continuous.py``). SIGTERM/SIGINT stop new work
 and let in-flight batches finish (the engine stops between batches; ML workers get
 ``ml_stop_grace_seconds``).
 """
@@ -22,9 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from types import FrameType
 
+from agent.alert_delivery import Notifier
 from agent.config import LoadedConfig, SyncConfig
-from agent.jobs import JobGraph
+from agent.continuous import allowed, registered, retraining
+from agent.jobs import Job, JobGraph
 from agent.lock import InstanceLock
+from agent.ml.config import TrainingConfig
 from agent.ml.jobrunner import MlJobRunner
 from agent.outcome import JobOutcome, SyncOutcome
 from agent.runs import flush_quietly
@@ -128,6 +133,7 @@ class Agent:
         self.outcomes: list[Outcome] = []
         self._out_lock = threading.Lock()
         self._dispatcher: Dispatcher | None = None
+        self._has_version: Callable[[str], bool] = lambda model: True
 
     # -- assembly ---------------------------------------------------------------------
     def _build(self) -> tuple[StateStore, SyncEngine, MlJobRunner]:
@@ -139,6 +145,7 @@ class Agent:
         stores: dict[str, Store] = {n: open_store(self.loaded, n)
                                     for n in self.config.connectors}
         lake = open_lake(self.loaded)
+        self._has_version = registered(lake)
         engine = SyncEngine(self.loaded, state, lake, stores, self.name)
         return state, engine, MlJobRunner(self.loaded, state, lake, self.name)
 
@@ -161,7 +168,22 @@ class Agent:
         if _committed(outcome):
             # Something new landed: the jobs that follow this one (`after`) run now.
             for follower in self.graph.followers(job_id):
-                self._dispatcher.request(follower.id, f"after:{job_id}")
+                self._request(self._dispatcher, follower, f"after:{job_id}")
+        for job, alert in retraining(outcome):
+            self._dispatcher.request(job, f"alert:{alert}")
+
+    def _wanted(self, job: Job, trigger: str) -> bool:
+        """False for a training whose model's retrain_on leaves this trigger out."""
+        if isinstance(job.config, TrainingConfig) and not allowed(
+                self.config, job.config, trigger, self._has_version):
+            log.info("%s not started by %s: not in retrain_on of %s", job.id, trigger,
+                     job.config.model)
+            return False
+        return True
+
+    def _request(self, dispatcher: Dispatcher, job: Job, trigger: str) -> None:
+        if self._wanted(job, trigger):
+            dispatcher.request(job.id, trigger)
 
     def _beat(self, state: StateStore, status: str) -> None:
         try:
@@ -179,7 +201,7 @@ class Agent:
             self._beat(state, "running-once")
             run = self._runner(engine, ml)
             outcomes: list[Outcome] = []
-            jobs = [j.id for j in self.graph.enabled()]
+            jobs = [j.id for j in self.graph.enabled() if self._wanted(j, "once")]
             agent = self.config.agent
             with ThreadPoolExecutor(agent.sync_workers, thread_name_prefix="sync") as syncs, \
                     ThreadPoolExecutor(agent.ml_workers, thread_name_prefix="ml") as mls:
@@ -187,6 +209,10 @@ class Agent:
                     futures = [(syncs if j.startswith("sync:") else mls).submit(run, j, "once")
                                for j in wave]
                     outcomes += [f.result() for f in futures]
+                # continuous training: trainings the monitors' new alerts asked for
+                again = list(dict.fromkeys(j for o in outcomes for j, _ in retraining(o)))
+                outcomes += [f.result() for f in [mls.submit(run, j, "alert") for j in again]]
+            Notifier(ml.book, self.config.alerts).pump()
             flush_quietly(state, engine.lake)
             self.outcomes.extend(outcomes)
             self._beat(state, "stopped")
@@ -201,10 +227,11 @@ class Agent:
                                     agent.ml_workers, self.stop, self._record)
             self._dispatcher = dispatcher
             scheduler, watcher = Scheduler(), FolderWatcher()
+            notifier = Notifier(ml.book, self.config.alerts)
             for job in self.graph.enabled():
                 if job.schedule:
                     scheduler.add_cron(job.id, job.schedule,
-                                       self._on_cron(state, dispatcher, job.id))
+                                       self._on_cron(state, dispatcher, job))
                 s = job.config
                 if not isinstance(s, SyncConfig):
                     continue
@@ -217,9 +244,11 @@ class Agent:
             self._catch_up(state, dispatcher)
             scheduler.start()
             watcher.start()
+            notifier.start()
             log.info("agent %s started (pid %d); %d sync(s), %d training(s), "
-                     "%d prediction(s)", self.name, os.getpid(), len(self.config.syncs),
-                     len(self.config.trainings), len(self.config.predictions))
+                     "%d prediction(s), %d monitor(s)", self.name, os.getpid(),
+                     len(self.config.syncs), len(self.config.trainings),
+                     len(self.config.predictions), len(self.config.monitors))
             self._beat(state, "running")
             try:
                 self._loop(state, engine, dispatcher)
@@ -229,17 +258,18 @@ class Agent:
                 scheduler.shutdown()
                 watcher.stop()
                 dispatcher.shutdown()
+                notifier.stop()
                 flush_quietly(state, engine.lake)
                 self._beat(state, "stopped")
                 log.info("agent %s stopped", self.name)
         return 0
 
     # -- pieces -----------------------------------------------------------------------
-    def _on_cron(self, state: StateStore, dispatcher: Dispatcher, job_id: str
+    def _on_cron(self, state: StateStore, dispatcher: Dispatcher, job: Job
                  ) -> Callable[[], None]:
         def fire() -> None:
-            state.set_last_fire(job_id, dt.datetime.now(dt.UTC))
-            dispatcher.request(job_id, "schedule")
+            state.set_last_fire(job.id, dt.datetime.now(dt.UTC))
+            self._request(dispatcher, job, "schedule")
         return fire
 
     def _catch_up(self, state: StateStore, dispatcher: Dispatcher) -> None:
@@ -255,7 +285,7 @@ class Agent:
                 log.info("%s missed its schedule at %s while the agent was down; catching "
                          "up once", job.id, missed.isoformat())
                 state.set_last_fire(job.id, now_utc)
-                dispatcher.request(job.id, "catch-up")
+                self._request(dispatcher, job, "catch-up")
             elif isinstance(job.config, SyncConfig) and job.config.watch:
                 dispatcher.request(job.id, "startup-scan")
 

@@ -83,6 +83,39 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX lake_outbox_open ON lake_outbox (flushed_at, seq);
     """,
+    # 4: alerts (one open alert per monitor + check + target), their history, silences,
+    # and the notifications waiting for delivery (an outbox: retried, survives restarts)
+    """
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL,
+        monitor TEXT NOT NULL, check_name TEXT NOT NULL, target TEXT NOT NULL, model TEXT,
+        severity TEXT NOT NULL, state TEXT NOT NULL, summary TEXT NOT NULL,
+        value REAL, threshold REAL, detail TEXT NOT NULL DEFAULT '{}',
+        count INTEGER NOT NULL DEFAULT 1, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+        last_run_id TEXT, acked_by TEXT, acked_at TEXT, ack_comment TEXT,
+        resolved_at TEXT, resolved_by TEXT, last_notified_at TEXT,
+        notified INTEGER NOT NULL DEFAULT 0, retrain_requested_at TEXT
+    );
+    CREATE UNIQUE INDEX alerts_open ON alerts (fingerprint) WHERE state != 'resolved';
+    CREATE INDEX alerts_state ON alerts (state, severity);
+    CREATE TABLE alert_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL, at TEXT NOT NULL,
+        event TEXT NOT NULL, by TEXT, detail TEXT
+    );
+    CREATE INDEX alert_events_alert ON alert_events (alert_id, id);
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL,
+        until TEXT NOT NULL, by TEXT NOT NULL, comment TEXT, created_at TEXT NOT NULL
+    );
+    CREATE INDEX silences_fp ON silences (fingerprint, until);
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id INTEGER NOT NULL,
+        event TEXT NOT NULL, channel TEXT NOT NULL, created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, sent_at TEXT
+    );
+    CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+    """,
 ]
 
 

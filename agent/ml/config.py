@@ -24,10 +24,21 @@ from agent.config_base import (
 
 MetricName = Literal["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
 TEXT_CLASSIFIER = "text-classifier"
+#: predictions below this confidence count as uncertain when a model sets no min_confidence
+DEFAULT_MIN_CONFIDENCE = 0.5
+RetrainTrigger = Literal["drift", "performance", "schedule", "new_data"]
+#: the fields of a model's config that govern promotion and retraining, not the fit
+POLICY_FIELDS = frozenset({"description", "card", "promotion", "min_improvement",
+                           "min_confidence", "retrain_on", "max_segment_drop",
+                           "segment_min_rows"})
 
 
 def _default_metrics() -> list[MetricName]:
     return ["accuracy", "macro_f1"]
+
+
+def _default_retrain_on() -> list[RetrainTrigger]:
+    return ["schedule", "new_data"]
 
 
 class SplitSection(StrictModel):
@@ -138,6 +149,16 @@ class ModelConfig(StrictModel):
     (`silta models promote`)."""
     min_improvement: float = Field(0.0, ge=0, le=1)
     """How much a challenger must beat the champion by on the primary metric."""
+    max_segment_drop: float | None = Field(0.05, ge=0, le=1)
+    """A challenger whose primary metric falls by more than this in any segment (against
+    the champion on the same held-out rows) is not promoted, however good overall;
+    None turns the segment gate off."""
+    segment_min_rows: int = Field(20, ge=1)
+    """Segments with fewer held-out rows than this are too small to gate promotion."""
+    retrain_on: list[RetrainTrigger] = Field(default_factory=_default_retrain_on)
+    """What starts a training of this model: `schedule` (the training's cron),
+    `new_data` (its `after` links), `drift` and `performance` (a firing alert of a
+    monitor of this model: continuous training)."""
     min_training_rows: int = Field(20, ge=2)
     """Fewer labelled rows than this is an error, not a model."""
     min_confidence: float | None = Field(None, ge=0, le=1)
@@ -198,8 +219,7 @@ class ModelConfig(StrictModel):
 
     def config_hash(self) -> str:
         """sha256 of what shapes the fitted model (not the card text or the promotion)."""
-        shaping = self.model_dump(mode="json", exclude={"description", "card", "promotion",
-                                                        "min_improvement", "min_confidence"})
+        shaping = self.model_dump(mode="json", exclude=set(POLICY_FIELDS))
         text = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

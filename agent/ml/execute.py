@@ -1,4 +1,4 @@
-"""One training or prediction run from a loaded config: what a worker process executes.
+"""One training, prediction or monitoring run from a loaded config: what a worker runs.
 
 Errors become a failed outcome with the error's text and whether a retry can help; a
 bug becomes an "internal error" outcome with the traceback in the log. Nothing raises
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from agent.config import LoadedConfig
+from agent.ml.monitor import run_monitor
 from agent.ml.predict import run_prediction
 from agent.ml.train import run_training
 from agent.outcome import JobOutcome
@@ -21,7 +22,7 @@ log = logging.getLogger("silta.ml")
 
 def execute_job(loaded: LoadedConfig, kind: str, name: str, run_id: str, *,
                 force: bool = False) -> JobOutcome:
-    """Run ``train:NAME`` or ``predict:NAME`` once; never raises."""
+    """Run ``train:NAME``, ``predict:NAME`` or ``monitor:NAME`` once; never raises."""
     config = loaded.config
     try:
         lake = open_lake(loaded)
@@ -33,6 +34,9 @@ def execute_job(loaded: LoadedConfig, kind: str, name: str, run_id: str, *,
             pred = config.prediction(name)
             return run_prediction(lake, pred, config.model(pred.model_name), run_id=run_id,
                                   agent=config.agent.name)
+        if kind == "monitor":
+            return run_monitor(lake, config.monitor(name), config.models, run_id=run_id,
+                               name=name)
         return JobOutcome(kind, name, run_id, status="failed",
                           error=f"unknown kind of ML job {kind!r}", retriable=False)
     except SiltaError as e:

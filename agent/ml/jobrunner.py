@@ -2,7 +2,9 @@
 
 The run is opened in the state store before the worker starts, so a worker that dies
 still leaves a record (failed, with its exit status), and closed with its lake row in
-the same transaction (``agent/runs.py`` takes it from there).
+the same transaction (``agent/runs.py`` takes it from there). A monitoring run's check
+results become alerts here (the worker never writes the state store), and a training
+is held back while a schema alert of its model is open (``agent/continuous.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from agent.alerts import AlertBook, CheckResult
 from agent.codeinfo import code_version
 from agent.config import LoadedConfig
+from agent.continuous import halting_alert, retrain_jobs
 from agent.ml.execute import execute_job
 from agent.ml.worker import run_in_worker
 from agent.outcome import JobOutcome
@@ -31,6 +35,7 @@ class MlJobRunner:
         self.state = state
         self.lake = lake
         self.agent_name = agent_name
+        self.book = AlertBook(state, loaded.config.alerts, agent_name)
         #: run in this process (tests, `silta jobs run`), not in a worker
         self.in_process = in_process
         self._locks: dict[str, threading.Lock] = {}
@@ -56,7 +61,10 @@ class MlJobRunner:
         started = now()
         log.info("%s=%s run %s started (%s)", kind, name, run_id, trigger)
         agent = self.loaded.config.agent
-        if self.in_process:
+        halted = self._halted(kind, name, run_id) if not force else None
+        if halted is not None:
+            outcome = halted
+        elif self.in_process:
             outcome = execute_job(self.loaded, kind, name, run_id, force=force)
         else:
             outcome = run_in_worker(str(self.loaded.path), kind, name, run_id, force=force,
@@ -64,8 +72,37 @@ class MlJobRunner:
                                     log_level=logging.getLevelName(
                                         logging.getLogger("silta").level).lower(),
                                     log_format=agent.log_format)
+        if kind == "monitor" and not outcome.failed:
+            self._alerts(outcome)
         self._finish(outcome, trigger, started)
         return outcome
+
+    def _halted(self, kind: str, name: str, run_id: str) -> JobOutcome | None:
+        """A skipped outcome when a schema alert holds this training back."""
+        if kind != "train":
+            return None
+        model = self.loaded.config.training(name).model
+        alert = halting_alert(self.book, model)
+        if alert is None:
+            return None
+        return JobOutcome(kind, name, run_id, status="skipped", model=model, message=(
+            f"halted: schema alert {alert['id']} ({alert['summary']}) is open; fix the "
+            f"input, or resolve it (`silta alerts resolve {alert['id']}`) or force the run"))
+
+    def _alerts(self, outcome: JobOutcome) -> None:
+        """Turn a monitoring run's check results into alerts and retraining requests."""
+        checks = outcome.detail.pop("checks", [])
+        results = [CheckResult.from_dict(c) for c in checks  # type: ignore[attr-defined]
+                   if isinstance(c, dict)]
+        seen = self.book.observe(outcome.name, outcome.model, results, outcome.run_id)
+        retrain = retrain_jobs(self.loaded.config, self.book, outcome.name, seen)
+        outcome.detail["breaches"] = [r.as_dict() for r in results if r.status == "breach"]
+        outcome.detail["alerts"] = {"fired": seen.fired, "repeated": seen.repeated,
+                                    "resolved": seen.resolved}
+        outcome.detail["retrain"] = [{"job": j, "alert": a} for j, a in retrain]
+        if seen.fired or seen.resolved:
+            outcome.message += (f"; alerts: {len(seen.fired)} fired, {len(seen.resolved)} "
+                                "resolved")
 
     def _finish(self, outcome: JobOutcome, trigger: str, started: str) -> None:
         finished = now()

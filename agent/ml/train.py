@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from agent.codeinfo import code_info, code_version, library_versions
 from agent.ml import card as cards
 from agent.ml.artifacts import load_model, save_model, save_version_file
-from agent.ml.config import ModelConfig
+from agent.ml.config import DEFAULT_MIN_CONFIDENCE, POLICY_FIELDS, ModelConfig
 from agent.ml.content_hash import canonical_order, column_hashes, combine, table_hash
 from agent.ml.estimators import (
     FeatureSpec,
@@ -73,7 +73,7 @@ log = logging.getLogger("silta.train")
 
 #: the fields of a model's config that shape the fitted model: its recipe, kept in the
 #: registry so a version can be fitted again without today's config
-RECIPE_EXCLUDES = {"description", "card", "promotion", "min_improvement", "min_confidence"}
+RECIPE_EXCLUDES = set(POLICY_FIELDS)
 EVAL_TOP_K = 3
 #: the key of the resolved feature columns (text / numeric / categorical) in a recipe
 SPEC_KEY = "feature_spec"
@@ -245,7 +245,12 @@ def fit_and_evaluate(conf: ModelConfig, data: TrainingData) -> FitResult:
     segments = (segment_metrics(y_eval, preds.predicted, eval_df[conf.segments], conf.metrics)
                 if conf.segments else {})
     coverage = confidence_coverage(y_eval, preds.predicted, preds.confidence)
+    low_at = conf.min_confidence if conf.min_confidence is not None else DEFAULT_MIN_CONFIDENCE
+    # the share monitors compare new predictions with (NaN confidence counts as low)
+    low = {"threshold": low_at,
+           "share": float(np.mean(~(np.asarray(preds.confidence) >= low_at)))}
     metrics = json_safe({"overall": overall, "segments": segments, "coverage": coverage,
+                         "low_confidence": low,
                          "primary_metric": conf.primary_metric, "train_rows": len(train_df),
                          "eval_rows": len(eval_df)})
     eval_table = pa.Table.from_pandas(eval_df, preserve_index=False)
@@ -301,8 +306,9 @@ def signature(data: TrainingData, spec: FeatureSpec, conf: ModelConfig,
 
 # -- promotion --------------------------------------------------------------------------
 def champion_metric(registry: ModelRegistry, champion: ModelVersion, conf: ModelConfig,
-                    fit: FitResult) -> float | None:
-    """The champion's primary metric on the candidate's held-out rows (None: cannot tell)."""
+                    fit: FitResult) -> tuple[float, dict[str, Any]] | None:
+    """The champion's primary metric on the candidate's held-out rows, overall and per
+    segment (None: it cannot be evaluated on them)."""
     spec = FeatureSpec.from_dict(champion.params.get(SPEC_KEY, {}))
     missing = [c for c in spec.columns if c not in fit.eval_table.column_names]
     if missing:
@@ -314,8 +320,32 @@ def champion_metric(registry: ModelRegistry, champion: ModelVersion, conf: Model
                            storage_options=registry.lake.storage_options)
     preds = predict_top_k(estimator, prepare_frame(fit.eval_table, spec), 1)
     y = pc.cast(fit.eval_table.column(conf.label), pa.string()).to_pylist()
-    return float(compute_metrics(y, preds.predicted, [conf.primary_metric])
-                 [conf.primary_metric])
+    overall = float(compute_metrics(y, preds.predicted, [conf.primary_metric])
+                    [conf.primary_metric])
+    segments = (segment_metrics(y, preds.predicted,
+                                fit.eval_table.select(conf.segments).to_pandas(),
+                                [conf.primary_metric]) if conf.segments else {})
+    return overall, segments
+
+
+def segment_drops(conf: ModelConfig, candidate: Mapping[str, Any],
+                  champion: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Segments where the candidate falls below the champion by more than
+    ``max_segment_drop`` on the same held-out rows, worst first."""
+    if conf.max_segment_drop is None:
+        return []
+    metric, out = conf.primary_metric, []
+    for column, values in candidate.items():
+        for value, figures in values.items():
+            theirs = champion.get(column, {}).get(value, {})
+            if figures.get("n", 0) < conf.segment_min_rows or metric not in theirs:
+                continue
+            drop = float(theirs[metric]) - float(figures[metric])
+            if drop > conf.max_segment_drop:
+                out.append({"segment": f"{column}={value}", "rows": int(figures["n"]),
+                            "candidate": float(figures[metric]),
+                            "champion": float(theirs[metric]), "drop": drop})
+    return sorted(out, key=lambda d: -d["drop"])
 
 
 def decide(registry: ModelRegistry, conf: ModelConfig, model: str, version: int,
@@ -339,20 +369,30 @@ def decide(registry: ModelRegistry, conf: ModelConfig, model: str, version: int,
         registry.set_alias(model, CHALLENGER, version, by=by, reason=reason)
         return {**decision, "decision": "awaiting approval", "reason": reason}
     try:
-        champ_value = champion_metric(registry, registry.get(model, current), conf, fit)
+        scored = champion_metric(registry, registry.get(model, current), conf, fit)
     except ArtifactIntegrityError as e:
         log.error("champion %s@%d cannot be loaded: %s", model, current, e)
-        champ_value = None
-    if champ_value is None:
+        scored = None
+    if scored is None:
         reason = (f"champion v{current} cannot be evaluated on these held-out rows; v{version}"
                   f" has {metric} {candidate:.4f}: an operator decides")
         registry.set_alias(model, CHALLENGER, version, by=by, reason=reason)
         return {**decision, "decision": "awaiting approval", "reason": reason}
+    champ_value, champ_segments = scored
     gain = candidate - champ_value
-    decision.update(champion=champ_value, improvement=gain)
+    drops = segment_drops(conf, fit.metrics.get("segments", {}), champ_segments)
+    decision.update(champion=champ_value, improvement=gain, segment_drops=drops)
     compared = (f"v{version} {metric} {candidate:.4f} vs champion v{current} "
                 f"{champ_value:.4f} ({gain:+.4f}) on the same {fit.eval_rows} held-out rows")
     better = gain > 0 and gain >= conf.min_improvement
+    if better and drops:
+        worst = drops[0]
+        reason = (f"{compared}; but segment {worst['segment']} falls from "
+                  f"{worst['champion']:.4f} to {worst['candidate']:.4f} "
+                  f"(-{worst['drop']:.4f}, more than max_segment_drop "
+                  f"{conf.max_segment_drop}) on {worst['rows']} rows: the champion stays")
+        registry.set_alias(model, CHALLENGER, version, by=by, reason=reason)
+        return {**decision, "decision": "rejected", "reason": reason}
     if better and conf.promotion == "auto":
         reason = f"{compared}; beats it by at least {conf.min_improvement}"
         registry.set_alias(model, CHAMPION, version, by=by, reason=reason)

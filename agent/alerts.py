@@ -1,0 +1,365 @@
+"""Alerts: what monitors found, kept in the state store until a person or the data ends it.
+
+One alert per monitor + check + target is open at a time (its *fingerprint*): a breach
+seen again increments its count instead of raising a second alert. An alert is
+``firing`` until acknowledged (who, when, comment) and ``resolved`` when its check
+passes again (``auto``) or an operator resolves it; a later breach opens a new alert.
+
+Notifications are rows of an outbox in the same transaction as the change that caused
+them, so a crash or restart neither loses nor repeats one: the first breach enqueues
+``firing`` for every channel whose ``min_severity`` it reaches; a firing alert that is
+neither acknowledged nor silenced is notified again every ``repeat_interval``; one
+``resolved`` message ends an alert that was notified. Silences hold notifications back
+(the alert itself still counts) until they expire.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agent.notify import Notice, log_notice
+from agent.notify_config import AlertsSection, severity_rank
+from agent.state import StateStore, now
+from connectors.errors import NotFoundError, UsageError
+
+log = logging.getLogger("silta.alerts")
+
+Status = Literal["ok", "breach", "insufficient", "error"]
+OPEN = ("firing", "acknowledged")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of one target in one monitoring run."""
+
+    check: str
+    target: str
+    status: Status
+    severity: str = "warning"
+    summary: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "target": self.target, "status": self.status,
+                "severity": self.severity, "summary": self.summary, "value": self.value,
+                "threshold": self.threshold, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CheckResult:
+        return cls(check=str(d["check"]), target=str(d["target"]), status=d["status"],
+                   severity=str(d.get("severity", "warning")),
+                   summary=str(d.get("summary", "")), value=d.get("value"),
+                   threshold=d.get("threshold"), detail=dict(d.get("detail") or {}))
+
+
+@dataclass
+class Observed:
+    """What one monitoring run changed: alert ids fired, seen again and resolved."""
+
+    fired: list[int] = field(default_factory=list)
+    repeated: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+
+
+def fingerprint(monitor: str, check: str, target: str) -> str:
+    return f"{monitor}|{check}|{target}"
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _parse(t: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(t)
+
+
+class AlertBook:
+    """The alerts of one state store, and the notifications they owe."""
+
+    def __init__(self, state: StateStore, section: AlertsSection | None = None,
+                 agent: str = "") -> None:
+        self.state = state
+        self.section = section or AlertsSection()
+        self.agent = agent
+
+    # -- from monitoring runs -----------------------------------------------------------
+    def observe(self, monitor: str, model: str | None, results: Iterable[CheckResult],
+                run_id: str | None) -> Observed:
+        """Apply one run's check results: fire, count, or resolve (one transaction)."""
+        seen = Observed()
+        at = now()
+        notices: list[Notice] = []
+        with self.state.tx() as conn:
+            for r in results:
+                fp = fingerprint(monitor, r.check, r.target)
+                row = conn.execute("SELECT * FROM alerts WHERE fingerprint=? AND state IN "
+                                   "('firing', 'acknowledged')", (fp,)).fetchone()
+                if r.status == "breach" and row is None:
+                    cur = conn.execute(
+                        "INSERT INTO alerts (fingerprint, monitor, check_name, target, model, "
+                        "severity, state, summary, value, threshold, detail, first_seen, "
+                        "last_seen, last_run_id) VALUES (?,?,?,?,?,?,'firing',?,?,?,?,?,?,?)",
+                        (fp, monitor, r.check, r.target, model, r.severity, r.summary,
+                         r.value, r.threshold, json.dumps(r.detail, default=str), at, at,
+                         run_id))
+                    alert_id = int(cur.lastrowid or 0)
+                    self._event(conn, alert_id, "fired", None, r.summary)
+                    seen.fired.append(alert_id)
+                    if not self._silenced(conn, fp, at):
+                        notices.append(self._notify(conn, alert_id, "firing", at))
+                elif r.status == "breach" and row is not None:
+                    conn.execute(
+                        "UPDATE alerts SET count=count+1, last_seen=?, last_run_id=?, "
+                        "summary=?, value=?, threshold=?, severity=?, detail=? WHERE id=?",
+                        (at, run_id, r.summary, r.value, r.threshold, r.severity,
+                         json.dumps(r.detail, default=str), row["id"]))
+                    seen.repeated.append(int(row["id"]))
+                elif r.status == "ok" and row is not None:
+                    notice = self._resolve(conn, int(row["id"]), "auto",
+                                           f"passed again: {r.summary}", at)
+                    if notice is not None:
+                        notices.append(notice)
+                    seen.resolved.append(int(row["id"]))
+        for n in notices:
+            log_notice(n)
+        return seen
+
+    # -- operator actions ---------------------------------------------------------------
+    def ack(self, alert_id: int, *, by: str | None = None, comment: str = "") -> dict[str, Any]:
+        by = by or getpass.getuser()
+        with self.state.tx() as conn:
+            row = self._open_row(conn, alert_id, "acknowledge")
+            if row["state"] == "acknowledged":
+                raise UsageError(f"alert {alert_id} was acknowledged by {row['acked_by']} at "
+                                 f"{row['acked_at']}")
+            conn.execute("UPDATE alerts SET state='acknowledged', acked_by=?, acked_at=?, "
+                         "ack_comment=? WHERE id=?", (by, now(), comment or None, alert_id))
+            self._event(conn, alert_id, "acknowledged", by, comment)
+        log.info("alert %d acknowledged by %s%s", alert_id, by,
+                 f": {comment}" if comment else "")
+        return self.get(alert_id)
+
+    def resolve(self, alert_id: int, *, by: str | None = None, comment: str = ""
+                ) -> dict[str, Any]:
+        by = by or getpass.getuser()
+        with self.state.tx() as conn:
+            self._open_row(conn, alert_id, "resolve")
+            notice = self._resolve(conn, alert_id, by, comment or "resolved by hand", now())
+        if notice is not None:
+            log_notice(notice)
+        return self.get(alert_id)
+
+    def silence(self, alert_id: int, seconds: float, *, by: str | None = None,
+                comment: str = "") -> dict[str, Any]:
+        """Hold back this alert's notifications (and those of its successors) for a while."""
+        if seconds <= 0:
+            raise UsageError("a silence needs a positive duration, e.g. `--for 2h`")
+        by = by or getpass.getuser()
+        until = _iso(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds))
+        with self.state.tx() as conn:
+            row = self._row(conn, alert_id)
+            conn.execute("INSERT INTO silences (fingerprint, until, by, comment, created_at) "
+                         "VALUES (?,?,?,?,?)", (row["fingerprint"], until, by, comment or None,
+                                                now()))
+            self._event(conn, alert_id, "silenced", by, f"until {until}"
+                        + (f": {comment}" if comment else ""))
+        log.info("alert %d silenced by %s until %s", alert_id, by, until)
+        return self.get(alert_id)
+
+    # -- reading ------------------------------------------------------------------------
+    def find(self, *, states: Sequence[str] | None = None, monitor: str | None = None,
+             limit: int = 100) -> list[dict[str, Any]]:
+        """Alerts newest first, optionally in some states or of one monitor."""
+        sql, params = "SELECT * FROM alerts WHERE 1=1", list[Any]()
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
+        if monitor:
+            sql += " AND monitor=?"
+            params.append(monitor)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        at = now()
+        return [self._public(dict(r), at) for r in self.state.query(sql, params)]
+
+    def get(self, alert_id: int) -> dict[str, Any]:
+        rows = self.state.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
+        if not rows:
+            raise NotFoundError("alert", str(alert_id), "see `silta alerts list`")
+        alert = self._public(dict(rows[0]), now())
+        alert["events"] = [dict(r) for r in self.state.query(
+            "SELECT at, event, by, detail FROM alert_events WHERE alert_id=? ORDER BY id",
+            (alert_id,))]
+        alert["notifications"] = [dict(r) for r in self.state.query(
+            "SELECT id, event, channel, status, attempts, created_at, sent_at, last_error "
+            "FROM notifications WHERE alert_id=? ORDER BY id", (alert_id,))]
+        return alert
+
+    def open_alerts(self, *, model: str | None = None, checks: Sequence[str] = ()
+                    ) -> list[dict[str, Any]]:
+        """Firing or acknowledged alerts, optionally of one model's monitors and checks."""
+        sql = "SELECT * FROM alerts WHERE state IN ('firing', 'acknowledged')"
+        params: list[Any] = []
+        if model is not None:
+            sql += " AND model=?"
+            params.append(model)
+        if checks:
+            sql += f" AND check_name IN ({','.join('?' * len(checks))})"
+            params += list(checks)
+        at = now()
+        return [self._public(dict(r), at) for r in self.state.query(sql + " ORDER BY id",
+                                                                     params)]
+
+    def mark_retrain(self, alert_id: int, job_id: str) -> bool:
+        """Record that ``alert_id`` started a retraining; False when it already did."""
+        with self.state.tx() as conn:
+            cur = conn.execute("UPDATE alerts SET retrain_requested_at=? WHERE id=? AND "
+                               "retrain_requested_at IS NULL", (now(), alert_id))
+            if cur.rowcount:
+                self._event(conn, alert_id, "retraining", None, f"requested {job_id}")
+            return bool(cur.rowcount)
+
+    # -- notifications ------------------------------------------------------------------
+    def enqueue_repeats(self, at: dt.datetime | None = None) -> list[int]:
+        """Firing alerts owed a notification: repeat ones, and ones a silence held back."""
+        when = at or dt.datetime.now(dt.UTC)
+        stamp = _iso(when)
+        due_before = _iso(when - dt.timedelta(seconds=self.section.repeat_seconds))
+        notices: list[Notice] = []
+        with self.state.tx() as conn:
+            rows = conn.execute(
+                "SELECT id, fingerprint, last_notified_at FROM alerts WHERE state='firing' "
+                "AND (last_notified_at IS NULL OR last_notified_at <= ?)",
+                (due_before,)).fetchall()
+            for r in rows:
+                if self._silenced(conn, r["fingerprint"], stamp):
+                    continue
+                event = "repeat" if r["last_notified_at"] else "firing"
+                notices.append(self._notify(conn, int(r["id"]), event, stamp))
+        for n in notices:
+            log_notice(n)
+        return [n.alert_id for n in notices]
+
+    def due_notifications(self, at: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Pending notifications whose time has come, oldest first; at most one per alert
+        and channel (a later one waits until the earlier is delivered or given up)."""
+        stamp = _iso(at or dt.datetime.now(dt.UTC))
+        rows = [dict(r) for r in self.state.query(
+            "SELECT * FROM notifications WHERE status='pending' ORDER BY id")]
+        out, blocked = [], set()
+        for r in rows:
+            key = (r["alert_id"], r["channel"])
+            if key in blocked:
+                continue
+            blocked.add(key)
+            if r["next_attempt_at"] <= stamp:
+                out.append(r)
+        return out
+
+    def notice(self, notification: dict[str, Any]) -> Notice:
+        alert = self._public(dict(self.state.query("SELECT * FROM alerts WHERE id=?",
+                                                   (notification["alert_id"],))[0]), now())
+        return _notice(alert, notification["event"], self.agent)
+
+    def delivered(self, notification_id: int) -> None:
+        with self.state.tx() as conn:
+            conn.execute("UPDATE notifications SET status='sent', sent_at=?, "
+                         "attempts=attempts+1, last_error=NULL WHERE id=?",
+                         (now(), notification_id))
+
+    def failed(self, notification_id: int, error: str, *, retry_in: float | None) -> None:
+        """A failed attempt: retried after ``retry_in`` seconds, or given up (None)."""
+        with self.state.tx() as conn:
+            if retry_in is None:
+                conn.execute("UPDATE notifications SET status='failed', attempts=attempts+1, "
+                             "last_error=? WHERE id=?", (error, notification_id))
+            else:
+                later = _iso(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_in))
+                conn.execute("UPDATE notifications SET attempts=attempts+1, last_error=?, "
+                             "next_attempt_at=? WHERE id=?", (error, later, notification_id))
+
+    def pending_count(self) -> int:
+        return int(self.state.query(
+            "SELECT COUNT(*) FROM notifications WHERE status='pending'")[0][0])
+
+    # -- pieces -------------------------------------------------------------------------
+    def _notify(self, conn: Any, alert_id: int, event: str, at: str) -> Notice:
+        """Enqueue ``event`` for every channel the alert's severity reaches."""
+        row = dict(conn.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone())
+        for channel in self.section.channels:
+            if severity_rank(row["severity"]) >= severity_rank(channel.min_severity):
+                conn.execute("INSERT INTO notifications (alert_id, event, channel, created_at, "
+                             "next_attempt_at) VALUES (?,?,?,?,?)",
+                             (alert_id, event, channel.name, at, at))
+        conn.execute("UPDATE alerts SET last_notified_at=?, notified=notified+1 WHERE id=?",
+                     (at, alert_id))
+        self._event(conn, alert_id, f"notified:{event}", None,
+                    ", ".join(c.name for c in self.section.channels) or "log only")
+        return _notice(self._public(row, at), event, self.agent)
+
+    def _resolve(self, conn: Any, alert_id: int, by: str, comment: str, at: str
+                 ) -> Notice | None:
+        row = dict(conn.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone())
+        conn.execute("UPDATE alerts SET state='resolved', resolved_at=?, resolved_by=? "
+                     "WHERE id=?", (at, by, alert_id))
+        self._event(conn, alert_id, "resolved", None if by == "auto" else by, comment)
+        if not row["notified"]:
+            return None  # nobody was told it fired (silenced): no message that it ended
+        # pending repeats of an alert that has ended are no longer true
+        conn.execute("UPDATE notifications SET status='dropped' WHERE alert_id=? AND "
+                     "status='pending' AND event='repeat'", (alert_id,))
+        return self._notify(conn, alert_id, "resolved", at)
+
+    def _silenced(self, conn: Any, fp: str, at: str) -> bool:
+        return conn.execute("SELECT 1 FROM silences WHERE fingerprint=? AND until > ?",
+                            (fp, at)).fetchone() is not None
+
+    def _row(self, conn: Any, alert_id: int) -> Any:
+        row = conn.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        if row is None:
+            raise NotFoundError("alert", str(alert_id), "see `silta alerts list`")
+        return row
+
+    def _open_row(self, conn: Any, alert_id: int, verb: str) -> Any:
+        row = self._row(conn, alert_id)
+        if row["state"] == "resolved":
+            raise UsageError(f"alert {alert_id} is already resolved ({row['resolved_by']} at "
+                             f"{row['resolved_at']}); there is nothing to {verb}")
+        return row
+
+    @staticmethod
+    def _event(conn: Any, alert_id: int, event: str, by: str | None, detail: str) -> None:
+        conn.execute("INSERT INTO alert_events (alert_id, at, event, by, detail) VALUES "
+                     "(?,?,?,?,?)", (alert_id, now(), event, by, detail))
+
+    def _public(self, row: dict[str, Any], at: str) -> dict[str, Any]:
+        row["detail"] = json.loads(row.get("detail") or "{}")
+        row["check"] = row.pop("check_name")
+        silence = self.state.query(
+            "SELECT until, by, comment FROM silences WHERE fingerprint=? AND until > ? "
+            "ORDER BY until DESC LIMIT 1", (row["fingerprint"], at))
+        row["silenced_until"] = silence[0]["until"] if silence else None
+        return row
+
+
+def _notice(alert: dict[str, Any], event: str, agent: str) -> Notice:
+    return Notice(event=event,  # type: ignore[arg-type]
+                  alert_id=int(alert["id"]), monitor=alert["monitor"], check=alert["check"],
+                  target=alert["target"], severity=alert["severity"],
+                  state=alert["state"], summary=alert["summary"], value=alert["value"],
+                  threshold=alert["threshold"], count=int(alert["count"]),
+                  first_seen=alert["first_seen"], last_seen=alert["last_seen"],
+                  run_id=alert["last_run_id"], agent=agent, detail=alert["detail"])
+
+
+def is_silenced(alert: dict[str, Any]) -> bool:
+    until = alert.get("silenced_until")
+    return bool(until) and _parse(str(until)) > dt.datetime.now(dt.UTC)
