@@ -7,7 +7,7 @@ PYTHON ?= python3
 # Arrow's default allocator is 2-4x slower on these machines (SERVICES.md).
 export ARROW_DEFAULT_MEMORY_POOL := system
 
-.PHONY: install demo test check lint typecheck layers schema bench bench-predict clean
+.PHONY: install demo test check lint typecheck layers schema bench bench-predict bench-drift clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench: install
 
 bench-predict: install
 	$(PY) bench/predict_throughput.py $(BENCH_ARGS)
+
+bench-drift: install
+	$(PY) bench/drift.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

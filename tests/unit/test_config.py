@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import default_config_path, json_schema, load_config
+from agent.config import LoadedConfig, default_config_path, json_schema, load_config
 from agent.jobs import JobGraph
 from connectors.errors import ConfigError
 from tests.conftest import ROOT, dedent
@@ -70,16 +70,26 @@ def test_demo_config_is_valid():
                                                           True]
     graph = JobGraph(loaded.config)
     # ingests, then what follows them: publishes and training, then prediction, then
-    # the publish of the predictions
+    # the publish of the predictions and the monitor
     assert graph.waves([j.id for j in graph.enabled()]) == [
         ["sync:survey_responses", "sync:coded_sample", "sync:enterprise_register"],
         ["sync:publish_codes_db", "sync:publish_codes_file", "train:train_occupation_coder"],
-        ["predict:code_answers"], ["sync:publish_predictions"]]
+        ["predict:code_answers"],
+        ["sync:publish_predictions", "monitor:watch_occupation_coder"]]
+    monitor = loaded.config.monitor("watch_occupation_coder")
+    assert (monitor.model, monitor.input, monitor.predictions, monitor.labels) == (
+        "occupation_coder", "raw/survey_responses", "predictions/occupation_codes",
+        "raw/coded_sample")
+    assert coder_retrains(loaded) == ["drift", "performance", "schedule"]
     coder = loaded.config.model("occupation_coder")
     assert (coder.training_table, coder.labels_table, coder.key, coder.label) == (
         "raw/survey_responses", "raw/coded_sample", ["response_id"], "isco08")
     assert loaded.config.prediction("code_answers").model_ref == "occupation_coder@champion"
     assert loaded.state_dir == ROOT / "var" / "state"
+
+
+def coder_retrains(loaded: LoadedConfig) -> list[str]:
+    return list(loaded.config.model("occupation_coder").retrain_on)
 
 
 def test_every_problem_is_reported_at_once_with_file_line_and_key(tmp_path: Path):

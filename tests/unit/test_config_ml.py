@@ -97,16 +97,16 @@ CASES: list[tuple[str, str, str, str, str, str]] = [
      "predictions[0].model", "model 'nosuch' is not defined under [models] (defined: coder)"),
     ("after names a training that does not exist",
      'model = "coder"\n', 'model = "coder"\nafter = ["train:nosuch"]\n', "train:nosuch",
-     "trainings[0].after", "no job 'train:nosuch'; write `sync:NAME`, `train:NAME` or "
-     f"`predict:NAME` (jobs: {JOBS})"),
+     "trainings[0].after", "no job 'train:nosuch'; write `sync:NAME`, `train:NAME`, "
+     f"`predict:NAME` or `monitor:NAME` (jobs: {JOBS})"),
     ("a bare name in after is a sync",
      'model = "coder"\n', 'model = "coder"\nafter = ["nope"]\n', '"nope"',
-     "trainings[0].after", "no job 'sync:nope'; write `sync:NAME`, `train:NAME` or "
-     f"`predict:NAME` (jobs: {JOBS})"),
+     "trainings[0].after", "no job 'sync:nope'; write `sync:NAME`, `train:NAME`, "
+     f"`predict:NAME` or `monitor:NAME` (jobs: {JOBS})"),
     ("a sync and a prediction share a name",
      'name = "code_answers"', 'name = "answers"', 'name = "answers"#2',
      "predictions[0].name", "name 'answers' is already used by syncs[0]; names must be "
-     "unique across syncs, trainings and predictions"),
+     "unique across syncs, trainings, predictions and monitors"),
     ("an unknown metric",
      'features = ["language"]', 'features = ["language"]\nmetrics = ["accuracy", "auc"]',
      "metrics =", "models.coder.metrics[1]", f"Input should be {METRICS} (got 'auc')"),
@@ -242,7 +242,8 @@ def test_after_as_a_plain_string_becomes_a_list(tmp_path: Path) -> None:
     line = line_of(text, 'after = "train_coder"')
     assert info.value.problems == [
         f"{path}:{line}: predictions[0].after: no job "
-        f"'sync:train_coder'; write `sync:NAME`, `train:NAME` or `predict:NAME` (jobs: {JOBS})"]
+        f"'sync:train_coder'; write `sync:NAME`, `train:NAME`, `predict:NAME` or "
+        f"`monitor:NAME` (jobs: {JOBS})"]
 
     path.write_text(text.replace('after = "train_coder"', 'after = "train:train_coder"'),
                     encoding="utf-8")
