@@ -10,8 +10,9 @@
 3. The predictions table: class drift against the champion's training labels, and the
    share of predictions below ``min_confidence`` against the champion's own share.
 4. When coded labels are configured: accuracy and macro-F1 on them (``monitor_performance``).
-5. Every figure lands in ``_silta/metrics`` in one commit, conditional on this
-   monitor's previous commit (a compare-and-swap: two runs cannot both claim a window).
+5. Every figure lands in ``_silta/metrics`` in one commit, conditional on the
+   monitor's last commit as it was when the windows were read (a compare-and-swap: of
+   two runs that planned the same window, the second is refused and not recorded).
 
 Check results go back to the agent, which turns them into alerts (``agent/alerts.py``);
 this module never touches the state store, so it can run in a worker process.
@@ -22,12 +23,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from agent.ml.config import DEFAULT_MIN_CONFIDENCE, ModelConfig
 from agent.ml.drift import count_values
@@ -46,7 +50,7 @@ from agent.ml.monitor_performance import check_performance
 from agent.ml.profile import Kind, is_numeric, profile_batches
 from agent.ml.registry import CHAMPION_ALIAS, ModelRegistry, ModelVersion
 from agent.outcome import JobOutcome
-from connectors.errors import NotFoundError
+from connectors.errors import NotFoundError, StoreError
 from connectors.lake import DeltaLake
 from connectors.lake_changes import added_rows
 
@@ -70,8 +74,10 @@ def app_id(monitor: str) -> str:
 def previous_windows(lake: DeltaLake, monitor: str) -> dict[str, int]:
     """The table versions this monitor's latest recorded run reached, by table."""
     table = lake.open(METRICS_TABLE)
-    if table is None:
-        return {}
+    return {} if table is None else _windows_in(table, monitor)
+
+
+def _windows_in(table: DeltaTable, monitor: str) -> dict[str, int]:
     import pyarrow.dataset as ds
 
     found = table.to_pyarrow_dataset().to_table(
@@ -84,6 +90,18 @@ def previous_windows(lake: DeltaLake, monitor: str) -> dict[str, int]:
         if value is not None and (target not in out or at > out[target][0]):
             out[target] = (at, int(value))
     return {t: v for t, (_, v) in out.items()}
+
+
+def _planned(lake: DeltaLake, monitor: str) -> tuple[int | None, dict[str, int]]:
+    """(this monitor's last committed seq, the windows its runs reached): one snapshot.
+
+    The metrics commit is conditional on that seq, so a run whose windows were read
+    before another run of the same monitor committed cannot land on top of it.
+    """
+    table = lake.open(METRICS_TABLE)
+    if table is None:
+        return None, {}
+    return table.transaction_version(app_id(monitor)), _windows_in(table, monitor)
 
 
 def _window(lake: DeltaLake, conf: MonitorConfig, table: str, previous: Mapping[str, int]
@@ -212,9 +230,16 @@ def reference_low_confidence(champion: ModelVersion, threshold: float) -> float 
 
 def _prediction_checks(f: Findings, lake: DeltaLake, conf: MonitorConfig,
                        model: ModelConfig | None, champion: ModelVersion | None,
-                       previous: Mapping[str, int]) -> dict[str, Any]:
+                       previous: Mapping[str, int]) -> dict[str, Any] | None:
     assert conf.predictions is not None
     table = conf.predictions
+    if lake.open(table) is None:
+        for check, target in (("prediction_drift", "classes"),
+                              ("confidence", "low_confidence_share")):
+            f.result(check, target, "insufficient", f"{table}: no predictions yet (the "
+                     "table does not exist)", metric="rows", value=0.0,
+                     threshold=float(f.conf.min_rows), table=table, rows=0)
+        return None
     after, to = _window(lake, conf, table, previous)
     counts: dict[str, int] = {}
     confidence: list[np.ndarray] = []
@@ -244,6 +269,17 @@ def _prediction_checks(f: Findings, lake: DeltaLake, conf: MonitorConfig,
 
 
 # -- the job ----------------------------------------------------------------------------
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None: the detail column is strict JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
 def _metric_rows(f: Findings, name: str, run_id: str, champion: ModelVersion | None,
                  model: str | None, windows: list[dict[str, Any]]) -> pa.Table:
     at = dt.datetime.now(dt.UTC)
@@ -263,34 +299,68 @@ def _metric_rows(f: Findings, name: str, run_id: str, champion: ModelVersion | N
         for key in ("check", "target", "metric", "value", "threshold", "status", "table",
                     "rows"):
             cols[key].append(fig[key])
-        cols["detail"].append(json.dumps(fig["detail"], sort_keys=True, default=str,
-                                         allow_nan=False) if fig["detail"] else None)
+        cols["detail"].append(json.dumps(_json_safe(fig["detail"]), sort_keys=True,
+                                         default=str, allow_nan=False)
+                              if fig["detail"] else None)
         cols["measured_at"].append(at)
     return pa.table(cols, schema=METRICS_SCHEMA)
 
 
-def run_monitor(lake: DeltaLake, conf: MonitorConfig, models: Mapping[str, ModelConfig], *,
-                run_id: str, name: str) -> JobOutcome:
-    """Run every configured check once; the figures are committed, the results returned."""
+@dataclass
+class MeasuredRun:
+    """A monitoring run measured but not yet recorded (see :func:`commit_monitor`)."""
+
+    name: str
+    run_id: str
+    model: str | None
+    champion: ModelVersion | None
+    findings: Findings
+    #: this monitor's last committed seq when the windows were planned (None: first run)
+    follows: int | None
+    windows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def measure_monitor(lake: DeltaLake, conf: MonitorConfig, models: Mapping[str, ModelConfig],
+                    *, run_id: str, name: str) -> MeasuredRun:
+    """Plan the windows and run every configured check; nothing is written."""
     model = models.get(conf.model) if conf.model else None
-    out = JobOutcome("monitor", name, run_id, model=conf.model)
     champion = _champion(ModelRegistry(lake), conf.model)
-    out.model_version = champion.version if champion else None
-    previous = previous_windows(lake, name)
+    follows, previous = _planned(lake, name)
     f = Findings(conf)
-    windows: list[dict[str, Any]] = []
+    run = MeasuredRun(name, run_id, conf.model, champion, f, follows)
     if conf.input:
-        windows.append(_input_checks(f, lake, conf, model, champion, previous))
+        run.windows.append(_input_checks(f, lake, conf, model, champion, previous))
     if conf.predictions:
-        windows.append(_prediction_checks(f, lake, conf, model, champion, previous))
+        window = _prediction_checks(f, lake, conf, model, champion, previous)
+        if window is not None:
+            run.windows.append(window)
     if conf.labels and model is not None:
         check_performance(f, lake, conf, model, champion)
-    data = _metric_rows(f, name, run_id, champion, conf.model, windows)
-    last = lake.committed_seq(METRICS_TABLE, app_id(name))
-    result = lake.commit_batch(METRICS_TABLE, data, app_id=app_id(name),
-                               seq=(last or 0) + 1, mode="append", schema_merge=False,
-                               metadata={"run_id": run_id, "monitor": name}, follows=last)
+    return run
+
+
+def commit_monitor(lake: DeltaLake, run: MeasuredRun) -> JobOutcome:
+    """Record a measured run's figures in one commit, conditional on its planned seq.
+
+    Raises a retriable StoreError when another run of the monitor committed after this
+    one was planned: both would claim the same window, so this one is not recorded.
+    """
+    f, name, run_id, champion = run.findings, run.name, run.run_id, run.champion
+    data = _metric_rows(f, name, run_id, champion, run.model, run.windows)
+    seq = (run.follows or 0) + 1
+    result = lake.commit_batch(METRICS_TABLE, data, app_id=app_id(name), seq=seq,
+                               mode="append", schema_merge=False,
+                               metadata={"run_id": run_id, "monitor": name},
+                               follows=run.follows)
+    if result.already:
+        raise StoreError(f"monitor {name!r}: another run recorded its figures as seq {seq} "
+                         f"(version {result.version} of {METRICS_TABLE}) while run {run_id} "
+                         "was measuring the same window; this run is not recorded (run it "
+                         "again to judge what is new since)", retriable=True)
+    out = JobOutcome("monitor", name, run_id, model=run.model)
+    out.model_version = champion.version if champion else None
     breaches = f.breaches
+    windows = run.windows
     out.committed = True
     out.table, out.table_version = METRICS_TABLE, result.version
     out.rows = sum(int(w["rows"]) for w in windows)
@@ -310,3 +380,8 @@ def run_monitor(lake: DeltaLake, conf: MonitorConfig, models: Mapping[str, Model
     log.info("monitor=%s run %s: %s", name, run_id, out.message)
     return out
 
+
+def run_monitor(lake: DeltaLake, conf: MonitorConfig, models: Mapping[str, ModelConfig], *,
+                run_id: str, name: str) -> JobOutcome:
+    """Run every configured check once; the figures are committed, the results returned."""
+    return commit_monitor(lake, measure_monitor(lake, conf, models, run_id=run_id, name=name))

@@ -103,55 +103,86 @@ def _normal(name: str) -> str:
 # -- quality ----------------------------------------------------------------------------
 def check_quality(f: Findings, table: str, column: str, profile: ColumnProfile,
                   rule: ColumnRule | None) -> None:
-    """Null rate, range and allowed values of one column in the window."""
+    """Null rate, range and allowed values of one column in the window.
+
+    A check with nothing to look at (no rows, or only nulls) is insufficient: an empty
+    window neither fires nor resolves a quality alert.
+    """
     rows = profile.rows
     max_null = rule.max_null_rate if rule and rule.max_null_rate is not None \
         else f.conf.max_null_rate
     if max_null is not None:
-        rate = profile.null_rate
-        bad = rate > max_null
-        f.result("quality", f"{column}:nulls", "breach" if bad else "ok",
-                 f"{table}.{column}: {rate:.1%} null ({profile.nulls} of {rows}), "
-                 f"{'above' if bad else 'within'} the {max_null:.1%} allowed",
-                 metric="null_rate", value=rate, threshold=max_null, table=table, rows=rows)
+        if not rows:
+            _unseen(f, table, column, "nulls", "null_rate", max_null, "no rows")
+        else:
+            rate = profile.null_rate
+            bad = rate > max_null
+            f.result("quality", f"{column}:nulls", "breach" if bad else "ok",
+                     f"{table}.{column}: {rate:.1%} null ({profile.nulls} of {rows}), "
+                     f"{'above' if bad else 'within'} the {max_null:.1%} allowed",
+                     metric="null_rate", value=rate, threshold=max_null, table=table,
+                     rows=rows, detail={"nulls": profile.nulls})
     if rule is None:
         return
     if (rule.min is not None or rule.max is not None) and profile.kind == "numeric":
-        values = profile.values
-        low = int((values < rule.min).sum()) if rule.min is not None else 0
-        high = int((values > rule.max).sum()) if rule.max is not None else 0
-        out = low + high
-        share = out / len(values) if len(values) else 0.0
-        span = f"[{_num(rule.min)}, {_num(rule.max)}]"
-        f.result("quality", f"{column}:range", "breach" if out else "ok",
-                 f"{table}.{column}: {out} value(s) outside {span} ({low} below, "
-                 f"{high} above)" if out else f"{table}.{column}: every value within {span}",
-                 metric="out_of_range_share", value=share, threshold=0.0, table=table,
-                 rows=rows, detail={"below": low, "above": high,
-                                    "min_seen": _stat(values, np.min),
-                                    "max_seen": _stat(values, np.max)})
+        _range(f, table, column, profile, rule)
     if rule.allowed is not None:
-        counts = _value_counts(profile)
-        allowed = set(rule.allowed)
-        unknown = {v: n for v, n in counts.items() if v not in allowed}
-        total = sum(counts.values())
-        share = sum(unknown.values()) / total if total else 0.0
-        examples = sorted(unknown, key=lambda v: -unknown[v])[:5]
-        f.result("quality", f"{column}:allowed", "breach" if unknown else "ok",
-                 f"{table}.{column}: {sum(unknown.values())} value(s) outside the allowed "
-                 f"set, e.g. {', '.join(map(repr, examples))}" if unknown
-                 else f"{table}.{column}: every value allowed",
-                 metric="unknown_value_share", value=share, threshold=0.0, table=table,
-                 rows=rows, detail={"unknown": dict(sorted(unknown.items())[:20])})
+        _allowed(f, table, column, profile, rule.allowed)
+
+
+def _unseen(f: Findings, table: str, column: str, part: str, metric: str, threshold: float,
+            why: str) -> None:
+    f.result("quality", f"{column}:{part}", "insufficient",
+             f"{table}.{column}: {why} in the window; nothing to judge", metric=metric,
+             value=None, threshold=threshold, table=table, rows=0)
+
+
+def _range(f: Findings, table: str, column: str, profile: ColumnProfile,
+           rule: ColumnRule) -> None:
+    values = profile.values
+    if not len(values):
+        _unseen(f, table, column, "range", "out_of_range_share", 0.0,
+                f"no values in {profile.rows} row(s)")
+        return
+    low = int((values < rule.min).sum()) if rule.min is not None else 0
+    high = int((values > rule.max).sum()) if rule.max is not None else 0
+    out = low + high
+    span = f"[{_num(rule.min)}, {_num(rule.max)}]"
+    f.result("quality", f"{column}:range", "breach" if out else "ok",
+             f"{table}.{column}: {out} value(s) outside {span} ({low} below, "
+             f"{high} above)" if out else f"{table}.{column}: every value within {span}",
+             metric="out_of_range_share", value=out / len(values), threshold=0.0,
+             table=table, rows=profile.rows,
+             detail={"below": low, "above": high, "values": len(values),
+                     "min_seen": _stat(values, np.min), "max_seen": _stat(values, np.max)})
+
+
+def _allowed(f: Findings, table: str, column: str, profile: ColumnProfile,
+             allowed_values: list[str]) -> None:
+    counts = _value_counts(profile)
+    allowed = set(allowed_values)
+    unknown = {v: n for v, n in counts.items() if v not in allowed}
+    total = sum(counts.values())
+    if not total:
+        _unseen(f, table, column, "allowed", "unknown_value_share", 0.0,
+                f"no values in {profile.rows} row(s)")
+        return
+    bad = sum(unknown.values())
+    examples = sorted(unknown, key=lambda v: -unknown[v])[:5]
+    f.result("quality", f"{column}:allowed", "breach" if unknown else "ok",
+             f"{table}.{column}: {bad} value(s) outside the allowed set, e.g. "
+             f"{', '.join(map(repr, examples))}" if unknown
+             else f"{table}.{column}: every value allowed",
+             metric="unknown_value_share", value=bad / total, threshold=0.0, table=table,
+             rows=profile.rows, detail={"unknown": dict(sorted(unknown.items())[:20]),
+                                        "unknown_rows": bad, "values": total})
 
 
 def _value_counts(profile: ColumnProfile) -> dict[str, int]:
     if profile.kind == "numeric":
         uniq, n = np.unique(profile.values, return_counts=True)
         return {_num(float(u)): int(c) for u, c in zip(uniq, n, strict=True)}
-    if profile.kind == "text":
-        return {}
-    return profile.counts
+    return profile.counts  # categories; texts when the profile was asked to count them
 
 
 def _num(x: float | None) -> str:
@@ -278,7 +309,8 @@ def check_confidence(f: Findings, table: str, confidence: np.ndarray, threshold:
                  metric="rows", value=float(rows), threshold=float(f.conf.min_rows),
                  table=table, rows=rows)
         return
-    share = float((confidence < threshold).mean())
+    # a NaN confidence counts as low, as in the champion's own share (agent/ml/train.py)
+    share = float((~(confidence >= threshold)).mean())
     limit = reference_share + f.conf.max_low_confidence_increase
     bad = share > limit
     f.result("confidence", "low_confidence_share", "breach" if bad else "ok",
@@ -287,4 +319,4 @@ def check_confidence(f: Findings, table: str, confidence: np.ndarray, threshold:
              metric="low_confidence_share", value=share, threshold=limit, table=table,
              rows=rows, detail={"min_confidence": threshold,
                                 "reference_share": reference_share,
-                                "mean_confidence": float(np.mean(confidence))})
+                                "mean_confidence": _stat(confidence, np.nanmean)})

@@ -78,7 +78,13 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
             for k, o in jobs.items()} == {
         "train:train_occupation_coder": ("ok", True, "occupation_coder", 1, coded_rows),
         "predict:code_answers": ("ok", True, "occupation_coder", 1, 2400),
+        # the answers and their predictions twice over: 2 x 2400 rows looked at
+        "monitor:watch_occupation_coder": ("ok", True, "occupation_coder", 1, 4800),
     }
+    # the answers are those the champion was trained on: no drift, nothing fired
+    monitor = jobs["monitor:watch_occupation_coder"]
+    assert monitor["metrics"]["breaches"] == 0, monitor
+    assert "alerts" not in monitor["message"]
     assert "promoted (first version" in jobs["train:train_occupation_coder"]["message"]
     predictions = lake / "predictions" / "occupation_codes"
     assert duck_rows(duck, predictions, "SELECT count(*), count(DISTINCT response_id), "
@@ -171,11 +177,12 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
         "publish_codes_file": ("ok", 0, 0, 0, 0),
         "publish_predictions": ("ok", 0, 0, 0, 0),
     }
-    # the same data and config: no new model version, nothing new to predict
+    # nothing new to predict; the coder is not refitted on new data alone (retrain_on),
+    # and the monitor has no new rows to judge
     assert {k: (o["status"], o["committed"], o["model_version"])
             for k, o in _by_job(r.json()).items()} == {
-        "train:train_occupation_coder": ("skipped", False, 1),
         "predict:code_answers": ("ok", False, None),
+        "monitor:watch_occupation_coder": ("ok", True, 1),
     }
     assert _tables(tmp_path, config) == tables
 
@@ -197,3 +204,48 @@ def test_demo_quick_start(tmp_path: Path, duck: Any) -> None:
     }
     assert _tables(tmp_path, config) == tables
     assert duck_rows(duck, survey, "SELECT count(*) FROM t") == [(2400,)]
+
+
+def test_demo_drifted_month_fires_alerts_and_retrains(tmp_path: Path, duck: Any) -> None:
+    """`make demo`'s second half: a drifted month, the alerts, the retrained champion."""
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config" / "demo.toml"
+    shutil.copy(ROOT / "config" / "demo.toml", config)
+    assert silta(tmp_path, "demo", "init", "--config", config).code == 0
+    assert silta(tmp_path, "agent", "run", "--once", "--config", config).code == 0
+    r = silta(tmp_path, "demo", "drift", "--config", config)
+    assert r.code == 0, r
+    assert len(r.out.splitlines()) == 5  # four daily answer files and their coded sample
+
+    r = silta(tmp_path, "agent", "run", "--once", "--json", "--config", config)
+    assert r.code == 0, r
+    syncs, jobs = _by_sync(r.json()), _by_job(r.json())
+    assert (syncs["survey_responses"]["rows"], syncs["survey_responses"]["files"]) == (1600, 4)
+    # the new month is coded by v1, the monitor sees it drift, and its alerts retrain
+    assert jobs["predict:code_answers"]["model_version"] == 1
+    monitor = jobs["monitor:watch_occupation_coder"]
+    assert monitor["rows"] == 2 * 1600
+    assert "alerts: " in monitor["message"]
+    train = jobs["train:train_occupation_coder"]
+    assert (train["status"], train["model_version"]) == ("ok", 2), train
+    assert "occupation_coder@2: promoted (v2 macro_f1" in train["message"]
+
+    r = silta(tmp_path, "alerts", "list", "--json", "--config", config)
+    assert r.code == 0, r
+    fired = {(a["check"], a["target"]): a for a in r.json()}
+    for key in [("drift", "job_title:oov_rate"), ("drift", "job_title:tokens"),
+                ("drift", "language"), ("drift", "sector"),
+                ("confidence", "low_confidence_share"), ("performance", "accuracy")]:
+        assert key in fired, sorted(fired)
+        assert fired[key]["state"] == "firing"
+    assert fired[("performance", "accuracy")]["severity"] == "critical"
+    oov = fired[("drift", "job_title:oov_rate")]
+    assert oov["value"] > oov["threshold"] == 0.1
+    # the drift figures are in _silta/metrics, with this run's id (read by DuckDB)
+    metrics = tmp_path / "var" / "lake" / "_silta" / "metrics"
+    assert duck_rows(duck, metrics, "SELECT value, threshold, status FROM t WHERE run_id = "
+                     f"'{monitor['run_id']}' AND \"check\" = 'drift' AND target = "
+                     "'job_title:oov_rate'") == [(oov["value"], 0.1, "breach")]
+    r = silta(tmp_path, "models", "list", "--json", "--config", config)
+    assert [(m["model"], m["versions"], m["aliases"]) for m in r.json()] == [
+        ("occupation_coder", 2, {"champion": 2})]
