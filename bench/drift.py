@@ -122,7 +122,8 @@ for c in args["numeric"]:
     out[c] = wasserstein_distance(r, k) / np.std(r)
 def js(r, k):
     keys = sorted(set(r.index) | set(k.index))
-    p = r.reindex(keys, fill_value=0).to_numpy(float); q = k.reindex(keys, fill_value=0).to_numpy(float)
+    p = r.reindex(keys, fill_value=0).to_numpy(float)
+    q = k.reindex(keys, fill_value=0).to_numpy(float)
     return float(jensenshannon(p / p.sum(), q / q.sum()))
 for c in args["categorical"]:
     out[c] = js(ref[c].value_counts(), cur[c].value_counts())
