@@ -1,4 +1,4 @@
-"""`silta status`: is the agent alive, and what did each sync do last."""
+"""`silta status`: is the agent alive, what did each job do last, which alerts are open."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.markup import escape
 from agent.config import LoadedConfig
 from agent.lock import InstanceLock
 from agent.ml.config import PredictionConfig, TrainingConfig
+from agent.ml.monitor_config import MonitorConfig
 from agent.output import print_table
 from agent.state import StateStore
 from agent.stores import open_lake
@@ -67,7 +68,24 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
             "verified": run.get("verified"),
             "table": s.table, "table_version": version,
         })
-    return {"agent": agent, "syncs": syncs, "jobs": _jobs(loaded, state, lake)}
+    return {"agent": agent, "syncs": syncs, "jobs": _jobs(loaded, state, lake),
+            "alerts": _alerts(loaded, state)}
+
+
+def _alerts(loaded: LoadedConfig, state: StateStore | None) -> dict[str, Any]:
+    """Open alerts by severity, and the newest few of them."""
+    from agent.alerts import OPEN, AlertBook
+
+    if state is None:
+        return {"open": 0, "by_severity": {}, "latest": []}
+    found = AlertBook(state, loaded.config.alerts).find(states=OPEN, limit=1000)
+    by_severity: dict[str, int] = {}
+    for a in found:
+        by_severity[a["severity"]] = by_severity.get(a["severity"], 0) + 1
+    latest = [{"alert": a["id"], "severity": a["severity"], "state": a["state"],
+               "what": f"{a['monitor']} / {a['check']} / {a['target']}",
+               "since": a["first_seen"], "count": a["count"]} for a in found[:5]]
+    return {"open": len(found), "by_severity": by_severity, "latest": latest}
 
 
 def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
@@ -79,17 +97,22 @@ def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
     registry = ModelRegistry(lake)
     out = []
     # (kind, job, the model as configured, what "resolves_to" shows: a training's champion)
-    jobs: list[tuple[str, TrainingConfig | PredictionConfig, str, str]] = [
+    jobs: list[tuple[str, TrainingConfig | PredictionConfig | MonitorConfig, str | None,
+                     str | None]] = [
         *(("train", t, t.model, f"{t.model}@champion") for t in conf.trainings),
-        *(("predict", p, p.model_ref, p.model_ref) for p in conf.predictions)]
+        *(("predict", p, p.model_ref, p.model_ref) for p in conf.predictions),
+        *(("monitor", m, m.model, f"{m.model}@champion" if m.model else None)
+          for m in conf.monitors)]
     for kind, job, shown, ref in jobs:
         last = state.runs(kind=kind, name=job.name, limit=1) if state else []
         run = last[0] if last else {}
+        current: str | None = None
         try:
-            resolved = registry.resolve(ref)
-            current: str | None = f"{resolved.model}@{resolved.version}"
+            if ref is not None:
+                resolved = registry.resolve(ref)
+                current = f"{resolved.model}@{resolved.version}"
         except SiltaError:
-            current = None
+            pass
         out.append({
             "job": f"{kind}:{job.name}", "kind": kind, "name": job.name,
             "enabled": job.enabled, "schedule": job.schedule, "model": shown,
@@ -120,7 +143,14 @@ def print_status(status: dict[str, Any]) -> None:
             console.print(f"[red]{escape(s['sync'])}: verification: {escape(s['verified'])}[/]")
     if status["jobs"]:
         print_table(status["jobs"], ["job", "last_run", "outcome", "run_model", "rows",
-                                     "resolves_to"], title="trainings and predictions")
+                                     "resolves_to"], title="trainings, predictions, monitors")
         for j in status["jobs"]:
             if j["outcome"] == "failed" and j["error"]:
                 console.print(f"[red]{escape(j['job'])}: {escape(j['error'])}[/]")
+    alerts = status.get("alerts") or {}
+    if alerts.get("open"):
+        counts = ", ".join(f"{n} {sev}" for sev, n in sorted(alerts["by_severity"].items()))
+        print_table(alerts["latest"], ["alert", "severity", "state", "what", "count", "since"],
+                    title=f"open alerts: {counts} (silta alerts list)")
+    else:
+        console.print("no open alerts")

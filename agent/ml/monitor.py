@@ -186,7 +186,8 @@ def _input_checks(f: Findings, lake: DeltaLake, conf: MonitorConfig,
     kinds = {c: _kind(c, schema, conf, model) for c in [*drift_cols, *quality_cols]}
     rows, current = profile_batches(
         added_rows(lake, table, after, to, columns=list(kinds), batch_rows=conf.batch_rows),
-        kinds)
+        kinds, count_texts=[c for c in quality_cols
+                            if conf.columns.get(c) and conf.columns[c].allowed is not None])
     check_volume(f, table, rows)
     for column in quality_cols:
         check_quality(f, table, column, current[column], conf.columns.get(column))

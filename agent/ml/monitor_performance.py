@@ -20,7 +20,7 @@ from agent.ml.evaluate import compute_metrics, segment_metrics
 from agent.ml.monitor_checks import Findings
 from agent.ml.monitor_config import MonitorConfig
 from agent.ml.registry import ModelVersion
-from connectors.lake import DeltaLake
+from connectors.lake import DeltaLake, dedupe_last
 
 METRICS = ("accuracy", "macro_f1")
 
@@ -68,6 +68,33 @@ def _coded(lake: DeltaLake, conf: MonitorConfig, model: ModelConfig, champion: M
     return coded.rename_columns([*model.key, "__label", *segments]), total
 
 
+def _predicted(lake: DeltaLake, conf: MonitorConfig, model: ModelConfig,
+               champion: ModelVersion, coded: pa.Table) -> pa.Table | None:
+    """The champion's predictions of the coded rows joined with them, one row per key.
+
+    A key predicted more than once by the same version (its input row was written again)
+    counts once, with its latest prediction.
+    """
+    assert conf.predictions is not None
+    schema = lake.schema(conf.predictions)
+    have = schema.names if schema is not None else []
+    extra = [s for s in model.segments if s in have and s not in coded.column_names]
+    order = ["predicted_at"] if "predicted_at" in have else []
+    joined: list[pa.Table] = []
+    columns = [*model.key, "predicted", "model_version", *extra, *order]
+    for batch in _batches(lake, conf.predictions, None, columns, conf.batch_rows):
+        mine = pa.Table.from_batches([batch]).filter(
+            pc.equal(batch.column("model_version"), champion.version))
+        if mine.num_rows:
+            joined.append(mine.join(coded, keys=list(model.key), join_type="inner"))
+    if not joined:
+        return None
+    rows = pa.concat_tables(joined)
+    if order:
+        rows = rows.sort_by([(order[0], "ascending")])  # stable: ties keep their order
+    return dedupe_last(rows, list(model.key))
+
+
 def check_performance(f: Findings, lake: DeltaLake, conf: MonitorConfig, model: ModelConfig,
                       champion: ModelVersion | None) -> None:
     assert conf.labels is not None and conf.predictions is not None
@@ -76,18 +103,14 @@ def check_performance(f: Findings, lake: DeltaLake, conf: MonitorConfig, model: 
                  f"{model.label}: no champion yet, nothing to measure", metric="labelled",
                  value=None, threshold=float(conf.min_labelled), table=conf.labels)
         return
+    for what, table in (("coded rows", conf.labels), ("predictions", conf.predictions)):
+        if lake.open(table) is None:
+            f.result("performance", "accuracy", "insufficient",
+                     f"{table}: no {what} yet (the table does not exist)", metric="labelled",
+                     value=0.0, threshold=float(conf.min_labelled), table=conf.labels, rows=0)
+            return
     coded, total = _coded(lake, conf, model, champion)
-    schema = lake.schema(conf.predictions)
-    have = schema.names if schema is not None else []
-    extra = [s for s in model.segments if s in have and s not in coded.column_names]
-    joined: list[pa.Table] = []
-    columns = [*model.key, "predicted", "model_version", *extra]
-    for batch in _batches(lake, conf.predictions, None, columns, conf.batch_rows):
-        mine = pa.Table.from_batches([batch]).filter(
-            pc.equal(batch.column("model_version"), champion.version))
-        if mine.num_rows:
-            joined.append(mine.join(coded, keys=list(model.key), join_type="inner"))
-    rows = pa.concat_tables(joined) if joined else None
+    rows = _predicted(lake, conf, model, champion, coded)
     n = 0 if rows is None else rows.num_rows
     where = f"{champion.model}@{champion.version}"
     f.figure("performance", "labelled", "rows", float(n), table=conf.labels, rows=n,
@@ -122,6 +145,9 @@ def check_performance(f: Findings, lake: DeltaLake, conf: MonitorConfig, model: 
                 elif metric == model.primary_metric or metric == "accuracy":
                     _compare(f, conf, f"{target}:{metric}", metric, figures[metric], ref,
                              int(figures["n"]), where)
+                else:  # measured and recorded, not judged
+                    f.figure("performance", target, metric, figures[metric],
+                             table=conf.labels, rows=int(figures["n"]))
 
 
 def _compare(f: Findings, conf: MonitorConfig, target: str, metric: str, value: float,

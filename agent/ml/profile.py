@@ -3,13 +3,16 @@
 One pass over a table (or a window of it) fills a profile per column: row and null
 counts, and, by kind, the numeric values (exact KS and Wasserstein need the whole
 sorted sample: 8 bytes a value), the category counts, or the text lengths and token
-counts. Memory is one batch plus what the profiles keep, never the table's other
-columns.
+counts (and, when asked, the count of each whole text: for an `allowed` rule). Memory
+is one batch plus what the profiles keep, never the table's other columns.
+
+A floating-point NaN is a missing value, like a null: it counts in ``nulls`` and is not
+among the numbers (it has no place on the axis the range and drift are measured along).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +34,10 @@ class ColumnProfile:
 
     kind: Kind
     rows: int = 0
+    #: nulls, and NaNs of a numeric column
     nulls: int = 0
+    #: count each value of a text column too (categorical columns always are)
+    count_texts: bool = False
     _chunks: list[np.ndarray] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     text: TextProfile = field(default_factory=TextProfile)
@@ -40,13 +46,18 @@ class ColumnProfile:
         self.rows += len(values)
         self.nulls += values.null_count
         if self.kind == "numeric":
-            valid = pc.drop_null(values)
-            self._chunks.append(np.asarray(pc.cast(valid, pa.float64()), dtype=np.float64))
-        if self.kind == "categorical":
-            for k, v in count_values(values).items():
-                self.counts[k] = self.counts.get(k, 0) + v
+            numbers = np.asarray(pc.cast(pc.drop_null(values), pa.float64()),
+                                 dtype=np.float64)
+            nan = np.isnan(numbers)
+            if nan.any():
+                self.nulls += int(nan.sum())
+                numbers = numbers[~nan]
+            self._chunks.append(numbers)
         elif self.kind == "text":
             self.text.add(pc.cast(values, pa.string()))
+        if self.kind == "categorical" or (self.kind == "text" and self.count_texts):
+            for k, v in count_values(values).items():
+                self.counts[k] = self.counts.get(k, 0) + v
 
     @property
     def values(self) -> np.ndarray:
@@ -61,10 +72,13 @@ class ColumnProfile:
         return self.nulls / self.rows if self.rows else 0.0
 
 
-def profile_batches(batches: Iterable[pa.RecordBatch], kinds: dict[str, Kind]
-                    ) -> tuple[int, dict[str, ColumnProfile]]:
-    """(rows, a profile per column of ``kinds``) from one pass over ``batches``."""
-    profiles = {c: ColumnProfile(k) for c, k in kinds.items()}
+def profile_batches(batches: Iterable[pa.RecordBatch], kinds: dict[str, Kind],
+                    count_texts: Collection[str] = ()) -> tuple[int, dict[str, ColumnProfile]]:
+    """(rows, a profile per column of ``kinds``) from one pass over ``batches``.
+
+    ``count_texts``: text columns whose whole values are counted as well.
+    """
+    profiles = {c: ColumnProfile(k, count_texts=c in count_texts) for c, k in kinds.items()}
     rows = 0
     for batch in batches:
         rows += batch.num_rows
