@@ -32,10 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,8 +42,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out" / "drift"
-RESULT_TAG = "BENCH_RESULT "
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _child import run_child  # noqa: E402
 
 NUMERIC = [f"num_{i}" for i in range(10)]
 CATEGORICAL = [f"cat_{i}" for i in range(9)]
@@ -144,31 +144,13 @@ import os; os._exit(0)
 """
 
 
-def _child(cmd: list[str], cwd: Path) -> dict[str, Any]:
-    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - start
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) not in (0,):
-        raise SystemExit(f"{cmd[:3]} failed:\n{out}\n{err}")
-    result: dict[str, Any] = {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024}
-    for line in out.splitlines():
-        if line.startswith(RESULT_TAG):
-            result.update(json.loads(line[len(RESULT_TAG):]))
-    return result
-
-
 def run_silta() -> dict[str, Any]:
     shutil.rmtree(OUT / "state", ignore_errors=True)
     shutil.rmtree(OUT / "lake" / "_silta", ignore_errors=True)
     columns = json.dumps([*NUMERIC, *CATEGORICAL, TEXT])
     (OUT / "silta.toml").write_text(CONFIG.format(columns=columns))
     silta = Path(sys.executable).with_name("silta")
-    result = _child([str(silta), "monitors", "run", "bench", "--json", "--config",
+    result = run_child([str(silta), "monitors", "run", "bench", "--json", "--config",
                      "silta.toml"], OUT)
     from deltalake import DeltaTable
 
@@ -183,7 +165,7 @@ def run_bare() -> dict[str, Any]:
     args = {"reference": str(OUT / "lake" / "raw" / "reference"),
             "current": str(OUT / "lake" / "raw" / "current"),
             "numeric": NUMERIC, "categorical": CATEGORICAL, "text": TEXT}
-    return _child([sys.executable, "-c", BARE, json.dumps(args)], OUT)
+    return run_child([sys.executable, "-c", BARE, json.dumps(args)], OUT)
 
 
 def _compare(silta: dict[str, float], bare: dict[str, float]) -> float:

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,8 +39,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out" / "predict"
-RESULT_TAG = "BENCH_RESULT "
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _child import run_child  # noqa: E402
 
 CONFIG = """
 [agent]
@@ -154,29 +154,11 @@ import os; os._exit(0)
 """
 
 
-def _child(cmd: list[str], cwd: Path) -> dict[str, Any]:
-    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - start
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[:3]} failed:\n{out}\n{err}")
-    result: dict[str, Any] = {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024}
-    for line in out.splitlines():
-        if line.startswith(RESULT_TAG):
-            result.update(json.loads(line[len(RESULT_TAG):]))
-    return result
-
-
 def run_silta(batch_rows: int, round_no: int) -> dict[str, Any]:
     output = f"predictions/silta_{round_no}"
     (OUT / "silta.toml").write_text(CONFIG.format(output=output, batch_rows=batch_rows))
     silta = Path(sys.executable).with_name("silta")
-    result = _child([str(silta), "jobs", "run", "code_answers", "--json", "--config",
+    result = run_child([str(silta), "jobs", "run", "code_answers", "--json", "--config",
                      "silta.toml"], OUT)
     from deltalake import DeltaTable
 
@@ -190,7 +172,7 @@ def run_bare(meta: dict[str, Any], round_no: int) -> dict[str, Any]:
     args = {"artifact": meta["artifact"], "input": str(OUT / "lake" / "raw" / "answers"),
             "output": str(OUT / "lake" / "predictions" / f"bare_{round_no}"),
             "columns": columns}
-    return _child([sys.executable, "-c", BARE, json.dumps(args)], OUT)
+    return run_child([sys.executable, "-c", BARE, json.dumps(args)], OUT)
 
 
 def main() -> None:
