@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import LoadedConfig, load_config
-from agent.demo import generate
+from agent.demo import generate, generate_drift
 from agent.ml.jobrunner import MlJobRunner
 from agent.ml.registry import ModelRegistry
 from agent.outcome import JobOutcome, SyncOutcome
@@ -119,17 +119,27 @@ class MlEnv:
                 continue  # written before, unchanged
             if not is_answers and not coded:
                 continue
-            path = self.root / "inbox" / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-            # an hour old: settled, and a new coded sample is newer than the last one
-            ts = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp()
-            os.utime(path, (ts, ts))
-            written.append(path)
+            written.append(self.place(rel, data))
         self.days += n
         return written
+
+    def add_drifted_month(self, files: int = 2, rows: int | None = None) -> list[Path]:
+        """The demo's later, drifted month (new job titles, shifted categories) and its
+        coded sample, with response ids of their own."""
+        return [self.place(rel, data)
+                for rel, data, _ in generate_drift(SEED, files, rows or self.rows)]
+
+    def place(self, rel: str, data: bytes) -> Path:
+        """Write one inbox file atomically, settled (an hour old)."""
+        path = self.root / "inbox" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        # an hour old: settled, and a new coded sample is newer than the last one
+        ts = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp()
+        os.utime(path, (ts, ts))
+        return path
 
     # -- running ----------------------------------------------------------------------
     def state(self) -> StateStore:

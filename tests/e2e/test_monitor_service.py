@@ -4,9 +4,7 @@ alerts retrain the model; a restart while the alerts fire sends nothing twice.""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.demo import generate_drift
-from tests.agent.ml_env import SEED, MlEnv
+from tests.agent.ml_env import MlEnv
 from tests.e2e._cli import background, ledger, silta, wait_for
 from tests.servers import free_port
 
@@ -72,17 +69,6 @@ def hook() -> Iterator[Hook]:
     h.server.server_close()
 
 
-def _write_drifted_month(root: Path) -> None:
-    for rel, data, _ in generate_drift(SEED, 2, 150):
-        path = root / "inbox" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        ts = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp()
-        os.utime(path, (ts, ts))
-
-
 def test_drift_alerts_notify_once_and_retrain_across_a_restart(tmp_path: Path,
                                                                hook: Hook) -> None:
     env = MlEnv(tmp_path, model_extra='retrain_on = ["drift"]',
@@ -107,7 +93,7 @@ def test_drift_alerts_notify_once_and_retrain_across_a_restart(tmp_path: Path,
         assert [r["model_version"] for r in runs("train")] == [1]
         assert hook.posts == []
 
-        _write_drifted_month(tmp_path)
+        env.add_drifted_month()
         # the monitor raises drift alerts; the webhook hears of each one once
         fired = wait_for("the drift alerts' notifications",
                          lambda: [e for e in hook.events() if e[0] == "firing"] or None,
