@@ -7,10 +7,13 @@ passes again (``auto``) or an operator resolves it; a later breach opens a new a
 
 Notifications are rows of an outbox in the same transaction as the change that caused
 them, so a crash or restart neither loses nor repeats one: the first breach enqueues
-``firing`` for every channel whose ``min_severity`` it reaches; a firing alert that is
-neither acknowledged nor silenced is notified again every ``repeat_interval``; one
-``resolved`` message ends an alert that was notified. Silences hold notifications back
-(the alert itself still counts) until they expire.
+``firing`` for every channel whose ``min_severity`` it reaches (and a breach that got
+worse, for the channels it reaches now); a firing alert that is neither acknowledged nor
+silenced is notified again every ``repeat_interval``, except on a channel whose last
+notice is still waiting for delivery; one ``resolved`` message goes to each channel that
+was told the alert fired. Silences hold notifications back (the alert itself still
+counts) until they expire; an alert resolved under a silence before anyone was told
+sends nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from agent.notify import Notice, log_notice
-from agent.notify_config import AlertsSection, severity_rank
+from agent.notify_config import AlertsSection, Severity, severity_rank
 from agent.state import StateStore, now
 from connectors.errors import NotFoundError, UsageError
 
@@ -122,6 +125,13 @@ class AlertBook:
                         (at, run_id, r.summary, r.value, r.threshold, r.severity,
                          json.dumps(r.detail, default=str), row["id"]))
                     seen.repeated.append(int(row["id"]))
+                    if (row["state"] == "firing"
+                            and severity_rank(cast(Severity, r.severity))
+                            > severity_rank(row["severity"])
+                            and not self._silenced(conn, fp, at)):
+                        # worse now: channels it did not reach before hear of it now
+                        notices.append(self._notify(conn, int(row["id"]), "firing", at,
+                                                    escalated=True))
                 elif r.status == "ok" and row is not None:
                     notice = self._resolve(conn, int(row["id"]), "auto",
                                            f"passed again: {r.summary}", at)
@@ -142,6 +152,9 @@ class AlertBook:
                                  f"{row['acked_at']}")
             conn.execute("UPDATE alerts SET state='acknowledged', acked_by=?, acked_at=?, "
                          "ack_comment=? WHERE id=?", (by, now(), comment or None, alert_id))
+            # someone is on it: a repeat still waiting for its channel is not sent
+            conn.execute("UPDATE notifications SET status='dropped' WHERE alert_id=? AND "
+                         "status='pending' AND event='repeat'", (alert_id,))
             self._event(conn, alert_id, "acknowledged", by, comment)
         log.info("alert %d acknowledged by %s%s", alert_id, by,
                  f": {comment}" if comment else "")
@@ -250,17 +263,27 @@ class AlertBook:
 
     def due_notifications(self, at: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Pending notifications whose time has come, oldest first; at most one per alert
-        and channel (a later one waits until the earlier is delivered or given up)."""
+        and channel (a later one waits until the earlier is delivered or given up).
+
+        A silence holds back the firing and repeat notices of its alerts until it expires
+        (and with them whatever is queued behind them).
+        """
         stamp = _iso(at or dt.datetime.now(dt.UTC))
         rows = [dict(r) for r in self.state.query(
-            "SELECT * FROM notifications WHERE status='pending' ORDER BY id")]
-        out, blocked = [], set()
+            "SELECT n.*, a.fingerprint AS alert_fingerprint FROM notifications n "
+            "JOIN alerts a ON a.id = n.alert_id WHERE n.status='pending' ORDER BY n.id")]
+        silenced = {str(r[0]) for r in self.state.query(
+            "SELECT DISTINCT fingerprint FROM silences WHERE until > ?", (stamp,))}
+        out: list[dict[str, Any]] = []
+        blocked: set[tuple[int, str]] = set()
         for r in rows:
-            key = (r["alert_id"], r["channel"])
+            fp = r.pop("alert_fingerprint")
+            key = (int(r["alert_id"]), str(r["channel"]))
             if key in blocked:
                 continue
             blocked.add(key)
-            if r["next_attempt_at"] <= stamp:
+            held = r["event"] != "resolved" and fp in silenced
+            if r["next_attempt_at"] <= stamp and not held:
                 out.append(r)
         return out
 
@@ -275,14 +298,17 @@ class AlertBook:
                          "attempts=attempts+1, last_error=NULL WHERE id=?",
                          (now(), notification_id))
 
-    def failed(self, notification_id: int, error: str, *, retry_in: float | None) -> None:
-        """A failed attempt: retried after ``retry_in`` seconds, or given up (None)."""
+    def failed(self, notification_id: int, error: str, *, retry_in: float | None,
+               at: dt.datetime | None = None) -> None:
+        """A failed attempt (at ``at``, default now): retried after ``retry_in`` seconds,
+        or given up (None)."""
         with self.state.tx() as conn:
             if retry_in is None:
                 conn.execute("UPDATE notifications SET status='failed', attempts=attempts+1, "
                              "last_error=? WHERE id=?", (error, notification_id))
             else:
-                later = _iso(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_in))
+                later = _iso((at or dt.datetime.now(dt.UTC))
+                             + dt.timedelta(seconds=retry_in))
                 conn.execute("UPDATE notifications SET attempts=attempts+1, last_error=?, "
                              "next_attempt_at=? WHERE id=?", (error, later, notification_id))
 
@@ -291,19 +317,55 @@ class AlertBook:
             "SELECT COUNT(*) FROM notifications WHERE status='pending'")[0][0])
 
     # -- pieces -------------------------------------------------------------------------
-    def _notify(self, conn: Any, alert_id: int, event: str, at: str) -> Notice:
-        """Enqueue ``event`` for every channel the alert's severity reaches."""
+    def _notify(self, conn: Any, alert_id: int, event: str, at: str, *,
+                escalated: bool = False) -> Notice:
+        """Enqueue ``event`` for the channels it concerns (the log always gets it).
+
+        A firing or repeat goes to every channel the alert's severity reaches, as
+        ``firing`` to one that was not told of the alert yet and not at all to one whose
+        last notice is still on its way (no pile of repeats behind a server that is
+        down); ``escalated`` only tells the channels not told yet. A ``resolved`` goes to
+        the channels that were told the alert fired, whatever its severity is now.
+        """
         row = dict(conn.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone())
+        told, waiting = self._told(conn, alert_id)
+        queued, held = [], []
         for channel in self.section.channels:
-            if severity_rank(row["severity"]) >= severity_rank(channel.min_severity):
-                conn.execute("INSERT INTO notifications (alert_id, event, channel, created_at, "
-                             "next_attempt_at) VALUES (?,?,?,?,?)",
-                             (alert_id, event, channel.name, at, at))
+            name = channel.name
+            if event == "resolved":
+                if name not in told:
+                    continue
+                kind = "resolved"
+            else:
+                if severity_rank(row["severity"]) < severity_rank(channel.min_severity):
+                    continue
+                if name in waiting:
+                    held.append(name)
+                    continue
+                if escalated and name in told:
+                    continue
+                kind = "repeat" if name in told else "firing"
+            conn.execute("INSERT INTO notifications (alert_id, event, channel, created_at, "
+                         "next_attempt_at) VALUES (?,?,?,?,?)",
+                         (alert_id, kind, name, at, at))
+            queued.append(name if kind == event else f"{name} ({kind})")
         conn.execute("UPDATE alerts SET last_notified_at=?, notified=notified+1 WHERE id=?",
                      (at, alert_id))
-        self._event(conn, alert_id, f"notified:{event}", None,
-                    ", ".join(c.name for c in self.section.channels) or "log only")
+        detail = ", ".join(queued) or "log only"
+        if held:
+            detail += f"; still waiting: {', '.join(held)}"
+        self._event(conn, alert_id, f"notified:{event}", None, detail)
         return _notice(self._public(row, at), event, self.agent)
+
+    @staticmethod
+    def _told(conn: Any, alert_id: int) -> tuple[set[str], set[str]]:
+        """Channels told that the alert fires (sent or on its way), and those whose
+        firing or repeat is still on its way."""
+        rows = conn.execute("SELECT channel, status FROM notifications WHERE alert_id=? AND "
+                            "event IN ('firing', 'repeat') AND status IN ('sent', 'pending')",
+                            (alert_id,)).fetchall()
+        return ({str(r["channel"]) for r in rows},
+                {str(r["channel"]) for r in rows if r["status"] == "pending"})
 
     def _resolve(self, conn: Any, alert_id: int, by: str, comment: str, at: str
                  ) -> Notice | None:
@@ -311,11 +373,15 @@ class AlertBook:
         conn.execute("UPDATE alerts SET state='resolved', resolved_at=?, resolved_by=? "
                      "WHERE id=?", (at, by, alert_id))
         self._event(conn, alert_id, "resolved", None if by == "auto" else by, comment)
+        # pending repeats of an alert that has ended are no longer true; under a silence
+        # neither is a firing held back: nobody is to hear of it now
+        held = "('firing', 'repeat')" if self._silenced(conn, row["fingerprint"], at) \
+            else "('repeat')"
+        conn.execute("UPDATE notifications SET status='dropped' WHERE alert_id=? AND "
+                     f"status='pending' AND event IN {held}", (alert_id,))
         if not row["notified"]:
             return None  # nobody was told it fired (silenced): no message that it ended
-        # pending repeats of an alert that has ended are no longer true
-        conn.execute("UPDATE notifications SET status='dropped' WHERE alert_id=? AND "
-                     "status='pending' AND event='repeat'", (alert_id,))
+        # to the channels told it fired (none: only the log hears that it ended)
         return self._notify(conn, alert_id, "resolved", at)
 
     def _silenced(self, conn: Any, fp: str, at: str) -> bool:

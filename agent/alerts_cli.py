@@ -27,7 +27,10 @@ def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         rows: list[dict[str, Any]] = []
     else:
         states = [args.state] if args.state else (None if args.all else list(OPEN))
-        rows = _book(loaded).find(states=states, monitor=args.monitor, limit=args.limit)
+        book = _book(loaded)
+        rows = book.find(states=states, monitor=args.monitor, limit=args.limit)
+        if not rows and args.monitor:
+            _known_monitor(loaded, book, args.monitor)
     if args.json:
         print_json(rows)
         return 0
@@ -38,6 +41,16 @@ def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
                 title="alerts" + (" (all)" if args.all else ""),
                 empty="no open alerts" if not args.all else "no alerts")
     return 0
+
+
+def _known_monitor(loaded: LoadedConfig, book: AlertBook, monitor: str) -> None:
+    """UsageError for a ``--monitor`` that is neither configured nor in any alert (a typo
+    would otherwise read as "no open alerts")."""
+    names = [m.name for m in loaded.config.monitors]
+    if monitor in names or book.find(monitor=monitor, limit=1):
+        return
+    raise UsageError(f"--monitor {monitor!r}: no such monitor in {loaded.path} and no alert "
+                     f"of one; monitors: {', '.join(names) or 'none configured'}")
 
 
 def _history(loaded: LoadedConfig, alert: dict[str, Any], limit: int = 12

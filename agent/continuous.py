@@ -73,16 +73,18 @@ def retrain_jobs(config: SiltaConfig, book: AlertBook, monitor: str, seen: Obser
     if conf is None or conf.model is None or conf.model not in config.models:
         return []
     wants = config.models[conf.model].retrain_on
-    trainings = [t for t in config.trainings if t.model == conf.model and t.enabled]
+    jobs = [f"train:{t.name}" for t in config.trainings if t.model == conf.model and t.enabled]
     out: list[tuple[str, int]] = []
     for alert_id in seen.fired:
         alert = book.get(alert_id)
         trigger = ALERT_TRIGGERS.get(str(alert["check"]))
-        if trigger is None or trigger not in wants:
+        if trigger is None or trigger not in wants or not jobs:
             continue
-        for t in trainings:
-            job = f"train:{t.name}"
-            if book.mark_retrain(alert_id, job) and job not in [j for j, _ in out]:
+        # once per alert, for every training of the model (the mark is the alert's own)
+        if not book.mark_retrain(alert_id, ", ".join(jobs)):
+            continue
+        for job in jobs:
+            if job not in [j for j, _ in out]:
                 log.info("alert %d (%s %s) starts %s: %s is in retrain_on of %s", alert_id,
                          alert["check"], alert["target"], job, trigger, conf.model)
                 out.append((job, alert_id))

@@ -57,7 +57,7 @@ def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     alerts ask for (continuous training) run next, and the notifications are tried once
     (what fails waits in the outbox for the agent).
     """
-    from agent.alert_delivery import Notifier
+    from agent.alert_delivery import Notifier, notify_once
     from agent.continuous import retraining
     from agent.ml.jobrunner import MlJobRunner
     from agent.stores import open_lake
@@ -84,7 +84,7 @@ def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         for again, alert in retraining(outcomes[0]):
             kind, _, name = again.partition(":")
             outcomes.append(runner.run(kind, name, trigger=f"alert:{alert}", cancel=cancel))
-        Notifier(runner.book, loaded.config.alerts).pump()
+        notify_once(Notifier(runner.book, loaded.config.alerts))
     finally:
         lock.release()
     print_job_outcomes(outcomes, args.json)

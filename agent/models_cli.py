@@ -170,19 +170,31 @@ def _move(loaded: LoadedConfig, model: str, alias: str, version: int, reason: st
     return 0
 
 
+def waiting_version(reg: ModelRegistry, model: str) -> int | None:
+    """The challenger a training left for an operator, if the champion has not moved since.
+
+    The challenger alias is never removed: after an approval it points at the champion,
+    and after a rollback at the version rolled back from; neither is waiting any more.
+    """
+    last = {c.alias: c for c in reg.alias_history(model)}  # oldest first: the last wins
+    challenger, champion = last.get(CHALLENGER_ALIAS), last.get(CHAMPION_ALIAS)
+    if challenger is None or (champion is not None and champion.seq > challenger.seq):
+        return None
+    return challenger.version
+
+
 def cmd_approve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """An operator's approval of the version a manual promotion left waiting."""
     reg = _registry(loaded)
     model = check_model_name(args.model)
-    aliases = reg.aliases(model)
-    waiting = aliases.get(CHALLENGER_ALIAS)
+    if reg.aliases(model).get(CHAMPION_ALIAS) == args.version:
+        raise UsageError(f"{model}@{args.version} is the {CHAMPION_ALIAS} already")
+    waiting = waiting_version(reg, model)
     if waiting != args.version:
         what = (f"the version waiting is {waiting}" if waiting is not None
                 else "no version is waiting")
         raise UsageError(f"{model}@{args.version} is not waiting for approval ({what}); "
                          f"`silta models promote {model} {args.version}` promotes any version")
-    if aliases.get(CHAMPION_ALIAS) == args.version:
-        raise UsageError(f"{model}@{args.version} is the {CHAMPION_ALIAS} already")
     why = next((c.reason for c in reversed(reg.alias_history(model, CHALLENGER_ALIAS))
                 if c.version == args.version), "")
     reason = f"approved by {getpass.getuser()}" + (f": {args.reason}" if args.reason else "")

@@ -352,6 +352,10 @@ def _post_webhook(channel: WebhookChannel, notice: Notice) -> None:
             # http.client would refuse it with the value in its message
             raise ConfigError(f"{where}: environment variable {env} (header {header}) holds a "
                               "line break; store the bare value")
+        if not value.isascii():
+            # http.client encodes headers as latin-1 and would fail with the value in hand
+            raise ConfigError(f"{where}: environment variable {env} (header {header}) holds "
+                              "characters outside ASCII; HTTP headers carry ASCII only")
         headers[header] = value
         secrets.append(value)
     data = json.dumps(webhook_payload(channel, notice), ensure_ascii=False,

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from types import FrameType
 
-from agent.alert_delivery import Notifier
+from agent.alert_delivery import Notifier, notify_once
 from agent.config import LoadedConfig, SyncConfig
 from agent.continuous import allowed, registered, retraining
 from agent.jobs import Job, JobGraph
@@ -212,7 +212,7 @@ class Agent:
                 # continuous training: trainings the monitors' new alerts asked for
                 again = list(dict.fromkeys(j for o in outcomes for j, _ in retraining(o)))
                 outcomes += [f.result() for f in [mls.submit(run, j, "alert") for j in again]]
-            Notifier(ml.book, self.config.alerts).pump()
+            notify_once(Notifier(ml.book, self.config.alerts))
             flush_quietly(state, engine.lake)
             self.outcomes.extend(outcomes)
             self._beat(state, "stopped")

@@ -110,7 +110,25 @@ def _window(lake: DeltaLake, conf: MonitorConfig, table: str, previous: Mapping[
     after = previous.get(table) if conf.window == "new" else None
     if after is not None and after > to:
         after = None  # the table was re-created: start again from its beginning
+    if after is not None and after < to and _overwritten(lake, table, after, to):
+        # every row at `to` was written after `after`; and the change feed of a rewrite
+        # that retyped a column cannot be read with the new types
+        after = None
     return after, to
+
+
+def _overwritten(lake: DeltaLake, table: str, after: int, to: int) -> bool:
+    """Whether a commit in ``(after, to]`` replaced the whole table."""
+    for entry in lake.history(table, limit=to - after + 50):
+        if not after < int(entry["version"]) <= to:
+            continue
+        params = entry.get("operationParameters") or {}
+        operation = str(entry.get("operation", "")).upper()
+        whole = str(params.get("mode", "")).lower() == "overwrite" and not (
+            params.get("predicate") or params.get("replaceWhere"))
+        if whole or operation.startswith(("CREATE OR REPLACE", "REPLACE TABLE")):
+            return True
+    return False
 
 
 # -- reference --------------------------------------------------------------------------

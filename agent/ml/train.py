@@ -75,6 +75,9 @@ log = logging.getLogger("silta.train")
 #: registry so a version can be fitted again without today's config
 RECIPE_EXCLUDES = set(POLICY_FIELDS)
 EVAL_TOP_K = 3
+#: metric differences within this are rounding, not change: one row of 20 is a drop of
+#: 0.05, which 0.9 - 0.85 computes as 0.05000000000000004
+METRIC_TOLERANCE = 1e-9
 #: the key of the resolved feature columns (text / numeric / categorical) in a recipe
 SPEC_KEY = "feature_spec"
 
@@ -341,7 +344,7 @@ def segment_drops(conf: ModelConfig, candidate: Mapping[str, Any],
             if figures.get("n", 0) < conf.segment_min_rows or metric not in theirs:
                 continue
             drop = float(theirs[metric]) - float(figures[metric])
-            if drop > conf.max_segment_drop:
+            if drop - conf.max_segment_drop > METRIC_TOLERANCE:
                 out.append({"segment": f"{column}={value}", "rows": int(figures["n"]),
                             "candidate": float(figures[metric]),
                             "champion": float(theirs[metric]), "drop": drop})
@@ -384,7 +387,7 @@ def decide(registry: ModelRegistry, conf: ModelConfig, model: str, version: int,
     decision.update(champion=champ_value, improvement=gain, segment_drops=drops)
     compared = (f"v{version} {metric} {candidate:.4f} vs champion v{current} "
                 f"{champ_value:.4f} ({gain:+.4f}) on the same {fit.eval_rows} held-out rows")
-    better = gain > 0 and gain >= conf.min_improvement
+    better = gain > METRIC_TOLERANCE and gain >= conf.min_improvement - METRIC_TOLERANCE
     if better and drops:
         worst = drops[0]
         reason = (f"{compared}; but segment {worst['segment']} falls from "

@@ -769,7 +769,8 @@ def test_notifier_thread_delivers_and_stops(open_agent: Callable[..., Agent],
 def test_notifier_stops_while_servers_hang(open_agent: Callable[..., Agent],
                                            hanging: Callable[[], Hanging]) -> None:
     first, second = hanging(), hanging()
-    a = open_agent({"type": "webhook", "name": "first", "timeout_seconds": 0.5,
+    # the first hangs long enough for stop() to come while it waits, even on a busy host
+    a = open_agent({"type": "webhook", "name": "first", "timeout_seconds": 2,
                     "url": f"http://127.0.0.1:{first.port}/x"},
                    {"type": "webhook", "name": "second", "timeout_seconds": 0.5,
                     "url": f"http://127.0.0.1:{second.port}/x"})

@@ -99,6 +99,7 @@ def test_status_json_before_any_run(tmp_path: Path) -> None:
                    "direction": "ingest", "verified": None,
                    "table": "raw/t", "table_version": None}],
         "jobs": [],
+        "alerts": {"open": 0, "by_severity": {}, "latest": []},
     }
 
 
