@@ -100,11 +100,11 @@ class Month:
     first_id: int
     occupations: list[tuple[str, str, str, str]]
     lang_weights: list[tuple[str, float]]
-    sector_weights: list[float]
+    sector_weights: list[float] | None  # None: uniform (and the Q3 files stay byte-identical)
     coded_file: str
 
 
-Q3 = Month("2026Q3", START, 1, OCCUPATIONS, LANG_WEIGHTS, [1.0, 1.0, 1.0],
+Q3 = Month("2026Q3", START, 1, OCCUPATIONS, LANG_WEIGHTS, None,
            "coded/coded_sample_2026Q3.csv")
 # A later month that has drifted: new kinds of work the coder never saw (platform and
 # data jobs), more answers in English, and the private sector growing.
@@ -138,7 +138,9 @@ def _month(rng: random.Random, month: Month, files: int, rows: int
             row = [rid, month.wave, submitted.strftime("%Y-%m-%d %H:%M:%S"),
                    rng.choice(REGIONS), lang, str(rng.randint(18, 67)),
                    f"{hours:.2f}".replace(".", ","),
-                   rng.choices(SECTORS, month.sector_weights)[0], _title(rng, lang, occ)]
+                   rng.choice(SECTORS) if month.sector_weights is None
+                   else rng.choices(SECTORS, month.sector_weights)[0],
+                   _title(rng, lang, occ)]
             if rng.random() < 0.02:
                 row[6] = ""  # a skipped question
             lines.append(";".join(_quote(v) for v in row))
