@@ -10,20 +10,23 @@ from agent.alerts import OPEN, AlertBook
 from agent.config import LoadedConfig
 from agent.config_base import parse_duration
 from agent.output import print_json, print_table
-from agent.state import StateStore
-from connectors.errors import SiltaError, UsageError
+from agent.state import FILE_NAME, StateStore
+from connectors.errors import NotFoundError, SiltaError, UsageError
 from connectors.names import safe_display
 
 STATES = ("firing", "acknowledged", "resolved")
 
 
 def _book(loaded: LoadedConfig, *, write: bool = False) -> AlertBook:
+    if not (loaded.state_dir / FILE_NAME).exists():
+        raise NotFoundError("alert", "any", "the agent has not run yet, so no monitor has "
+                            "raised one (`silta agent run --once`)")
     state = StateStore(loaded.state_dir, readonly=not write)
     return AlertBook(state, loaded.config.alerts, loaded.config.agent.name)
 
 
 def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    if not loaded.state_dir.exists():
+    if not (loaded.state_dir / FILE_NAME).exists():
         rows: list[dict[str, Any]] = []
     else:
         states = [args.state] if args.state else (None if args.all else list(OPEN))

@@ -79,9 +79,10 @@ def cmd_run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         cancel = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: cancel.set())
         trigger = f"cli:{getpass.getuser()}"
+        recovered = runner.recover()  # alerts a crashed run recorded but never raised
         outcomes = [runner.run(job.kind, job.name, trigger=trigger, cancel=cancel,
                                force=args.force)]
-        for again, alert in retraining(outcomes[0]):
+        for again, alert in dict.fromkeys([*recovered, *retraining(outcomes[0])]):
             kind, _, name = again.partition(":")
             outcomes.append(runner.run(kind, name, trigger=f"alert:{alert}", cancel=cancel))
         notify_once(Notifier(runner.book, loaded.config.alerts))

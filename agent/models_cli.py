@@ -11,7 +11,13 @@ from typing import Any
 
 from agent.config import LoadedConfig
 from agent.ml.artifacts import check_model_name, read_version_file
-from agent.ml.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, ModelRegistry, ModelVersion
+from agent.ml.registry import (
+    AWAITING_APPROVAL,
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    ModelRegistry,
+    ModelVersion,
+)
 from agent.output import print_json, print_table
 from agent.stores import open_lake
 from connectors.errors import NotFoundError, UsageError
@@ -197,6 +203,11 @@ def cmd_approve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
                          f"`silta models promote {model} {args.version}` promotes any version")
     why = next((c.reason for c in reversed(reg.alias_history(model, CHALLENGER_ALIAS))
                 if c.version == args.version), "")
+    if AWAITING_APPROVAL not in why:
+        # the gate said no (worse, or a segment fell): approving would skip governance
+        raise UsageError(f"{model}@{args.version} was not left waiting for approval; its "
+                         f"training decided: {why or 'nothing recorded'}. `silta models "
+                         f"promote {model} {args.version} --reason ...` overrides the gate")
     reason = f"approved by {getpass.getuser()}" + (f": {args.reason}" if args.reason else "")
     return _move(loaded, model, CHAMPION_ALIAS, args.version,
                  f"{reason} (training said: {why})" if why else reason)

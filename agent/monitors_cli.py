@@ -8,11 +8,12 @@ from typing import Any
 from agent.alerts import OPEN, AlertBook
 from agent.config import LoadedConfig
 from agent.output import print_json, print_table
-from agent.state import StateStore
+from agent.state import FILE_NAME, StateStore
 
 
 def monitor_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
-    state = StateStore(loaded.state_dir) if loaded.state_dir.exists() else None
+    state = (StateStore(loaded.state_dir, readonly=True)
+             if (loaded.state_dir / FILE_NAME).exists() else None)
     book = AlertBook(state, loaded.config.alerts) if state is not None else None
     rows = []
     for m in loaded.config.monitors:

@@ -130,4 +130,6 @@ class JobOutcome:
             "model": self.model, "model_version": self.model_version, "table": self.table,
             "table_version": self.table_version, "message": self.message,
             "error": self.error, "retriable": self.retriable, "metrics": self.metrics,
+            **({"alerts": self.detail["alerts"], "retrain": self.detail.get("retrain", [])}
+               if "alerts" in self.detail else {}),
         }

@@ -134,6 +134,8 @@ class Agent:
         self._out_lock = threading.Lock()
         self._dispatcher: Dispatcher | None = None
         self._has_version: Callable[[str], bool] = lambda model: True
+        #: retraining asked for by alerts recovered at start-up (see MlJobRunner.recover)
+        self._recovered: list[tuple[str, int]] = []
 
     # -- assembly ---------------------------------------------------------------------
     def _build(self) -> tuple[StateStore, SyncEngine, MlJobRunner]:
@@ -147,7 +149,9 @@ class Agent:
         lake = open_lake(self.loaded)
         self._has_version = registered(lake)
         engine = SyncEngine(self.loaded, state, lake, stores, self.name)
-        return state, engine, MlJobRunner(self.loaded, state, lake, self.name)
+        ml = MlJobRunner(self.loaded, state, lake, self.name)
+        self._recovered = ml.recover()
+        return state, engine, ml
 
     def _runner(self, engine: SyncEngine, ml: MlJobRunner
                 ) -> Callable[[str, str], Outcome]:
@@ -210,8 +214,10 @@ class Agent:
                                for j in wave]
                     outcomes += [f.result() for f in futures]
                 # continuous training: trainings the monitors' new alerts asked for
-                again = list(dict.fromkeys(j for o in outcomes for j, _ in retraining(o)))
-                outcomes += [f.result() for f in [mls.submit(run, j, "alert") for j in again]]
+                asked = [*self._recovered, *(p for o in outcomes for p in retraining(o))]
+                again = {job: alert for job, alert in reversed(asked)}  # one run a job
+                outcomes += [f.result() for f in [mls.submit(run, j, f"alert:{a}")
+                                                  for j, a in again.items()]]
             notify_once(Notifier(ml.book, self.config.alerts))
             flush_quietly(state, engine.lake)
             self.outcomes.extend(outcomes)
@@ -242,6 +248,8 @@ class Agent:
                         watcher.watch(root, partial(dispatcher.request, job.id,
                                                     "file-arrival", 0.5))
             self._catch_up(state, dispatcher)
+            for job_id, alert in self._recovered:
+                dispatcher.request(job_id, f"alert:{alert}")
             scheduler.start()
             watcher.start()
             notifier.start()

@@ -115,6 +115,7 @@ MIGRATIONS: list[str] = [
         status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, sent_at TEXT
     );
     CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+    ALTER TABLE runs ADD COLUMN alerts_checked INTEGER;
     """,
 ]
 

@@ -21,6 +21,7 @@ from agent.ml.worker import run_in_worker
 from agent.outcome import JobOutcome
 from agent.runs import RunRecord, flush_quietly
 from agent.state import StateStore, now
+from connectors.errors import SiltaError
 from connectors.lake import DeltaLake
 
 log = logging.getLogger("silta.ml")
@@ -76,6 +77,39 @@ class MlJobRunner:
             self._alerts(outcome)
         self._finish(outcome, trigger, started)
         return outcome
+
+    def recover(self) -> list[tuple[str, int]]:
+        """Alerts of monitoring runs that committed their figures but stopped before they
+        became alerts (the agent was killed, the worker died): rebuilt from
+        ``_silta/metrics``. Returns the retraining the recovered alerts ask for."""
+        from agent.ml.monitor import recorded_checks
+
+        retrain: list[tuple[str, int]] = []
+        for row in self.state.query(
+                "SELECT id, name FROM runs WHERE kind='monitor' AND status IN "
+                "('interrupted', 'failed') AND alerts_checked IS NULL ORDER BY started_at"):
+            run_id, name = str(row["id"]), str(row["name"])
+            try:
+                checks = recorded_checks(self.lake, name, run_id)
+            except SiltaError as e:
+                log.warning("monitor=%s run %s: cannot look for its figures yet: %s", name,
+                            run_id, e)
+                continue
+            if checks is not None and any(m.name == name for m in self.loaded.config.monitors):
+                monitor = self.loaded.config.monitor(name)
+                seen = self.book.observe(name, monitor.model,
+                                         [CheckResult.from_dict(c) for c in checks], run_id)
+                retrain += retrain_jobs(self.loaded.config, self.book, name, seen)
+                log.warning("monitor=%s run %s stopped after recording its figures; its "
+                            "alerts are taken from %s: %d fired, %d resolved", name, run_id,
+                            "_silta/metrics", len(seen.fired), len(seen.resolved))
+            with self.state.tx() as conn:
+                conn.execute("UPDATE runs SET alerts_checked=1, status=CASE WHEN ? THEN 'ok' "
+                             "ELSE status END, verified=CASE WHEN ? THEN ? ELSE verified END "
+                             "WHERE id=?", (checks is not None, checks is not None,
+                                                "recovered: alerts from _silta/metrics",
+                                                run_id))
+        return retrain
 
     def _halted(self, kind: str, name: str, run_id: str) -> JobOutcome | None:
         """A skipped outcome when a schema alert holds this training back."""

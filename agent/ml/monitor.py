@@ -63,6 +63,7 @@ METRICS_SCHEMA = pa.schema([
     ("metric", pa.string()), ("value", pa.float64()), ("threshold", pa.float64()),
     ("status", pa.string()), ("table", pa.string()), ("rows", pa.int64()),
     ("detail", pa.string()), ("measured_at", pa.timestamp("us", tz="UTC")),
+    ("severity", pa.string()), ("summary", pa.string()),
 ])
 
 
@@ -318,6 +319,8 @@ def _metric_rows(f: Findings, name: str, run_id: str, champion: ModelVersion | N
         for key in ("check", "target", "metric", "value", "threshold", "status", "table",
                     "rows"):
             cols[key].append(fig[key])
+        cols["severity"].append(fig.get("severity"))
+        cols["summary"].append(fig.get("summary"))
         cols["detail"].append(json.dumps(_json_safe(fig["detail"]), sort_keys=True,
                                          default=str, allow_nan=False)
                               if fig["detail"] else None)
@@ -404,3 +407,22 @@ def run_monitor(lake: DeltaLake, conf: MonitorConfig, models: Mapping[str, Model
                 run_id: str, name: str) -> JobOutcome:
     """Run every configured check once; the figures are committed, the results returned."""
     return commit_monitor(lake, measure_monitor(lake, conf, models, run_id=run_id, name=name))
+
+
+def recorded_checks(lake: DeltaLake, monitor: str, run_id: str) -> list[dict[str, Any]] | None:
+    """The judged check results a committed run recorded (None: the run committed
+    nothing), as :meth:`agent.alerts.CheckResult.from_dict` reads them."""
+    table = lake.open(METRICS_TABLE)
+    if table is None:
+        return None
+    import pyarrow.dataset as ds
+
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["check", "target", "status", "severity", "summary", "value", "threshold",
+                 "detail"],
+        filter=(ds.field("monitor") == monitor) & (ds.field("run_id") == run_id)).to_pylist()
+    if not rows:
+        return None
+    return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else {},
+             "severity": r["severity"] or "warning", "summary": r["summary"] or ""}
+            for r in rows if r["status"] in ("ok", "breach")]

@@ -33,11 +33,13 @@ class Findings:
 
     def figure(self, check: str, target: str, metric: str, value: float | None, *,
                threshold: float | None = None, status: str = "info", table: str | None = None,
-               rows: int | None = None, detail: Mapping[str, Any] | None = None) -> None:
+               rows: int | None = None, detail: Mapping[str, Any] | None = None,
+               severity: str | None = None, summary: str | None = None) -> None:
         clean = None if value is None or not math.isfinite(float(value)) else float(value)
         self.figures.append({"check": check, "target": target, "metric": metric,
                              "value": clean, "threshold": threshold, "status": status,
-                             "table": table, "rows": rows, "detail": dict(detail or {})})
+                             "table": table, "rows": rows, "detail": dict(detail or {}),
+                             "severity": severity, "summary": summary})
 
     def result(self, check: str, target: str, status: Status, summary: str, *,
                metric: str, value: float | None, threshold: float | None,
@@ -46,8 +48,9 @@ class Findings:
         sev = severity or self.conf.severity_of(check)
         self.results.append(CheckResult(check, target, status, sev, summary, value, threshold,
                                         dict(detail or {})))
+        # severity and summary too: alerts can be rebuilt from the figures after a crash
         self.figure(check, target, metric, value, threshold=threshold, status=status,
-                    table=table, rows=rows, detail=detail)
+                    table=table, rows=rows, detail=detail, severity=sev, summary=summary)
 
     @property
     def breaches(self) -> list[CheckResult]:

@@ -131,9 +131,9 @@ class MonitorConfig(_JobConfig):
     def _reference(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        table, _, version = v.partition("@")
+        table, at, version = v.partition("@")
         check_lake_table(table)
-        if version and not version.isdigit():
+        if at and not version.isdigit():
             raise ValueError(f"{v!r}: write `TABLE` or `TABLE@VERSION` (a version number)")
         return v
 

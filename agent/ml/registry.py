@@ -63,6 +63,8 @@ ALIASES_TABLE = f"{INTERNAL_PREFIX}/aliases"
 STATES_TABLE = f"{INTERNAL_PREFIX}/model_states"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
+#: in the reason of a challenger move: the version waits for an operator's approval
+AWAITING_APPROVAL = "waiting for approval"
 #: commits tried per registration or alias move when other writers keep winning
 COMMIT_ATTEMPTS = 20
 #: artifact numbers skipped per registration (claims of registrations in flight, or gaps)

@@ -10,7 +10,7 @@
    explained (permutation importance, top terms); it is registered with its model card.
 4. Promotion follows the model's policy: a challenger is compared with the champion on
    the same held-out rows; with ``auto`` a better one becomes champion, with ``manual``
-   it waits as ``challenger`` for an operator's ``silta models promote``.
+   it waits as ``challenger`` for an operator's ``silta models approve``.
 
 A run whose inputs and config equal those of the latest version is skipped (nothing
 would change) unless forced.
@@ -56,9 +56,9 @@ from agent.ml.evaluate import (
     split_mask,
 )
 from agent.ml.explain import influential_features, top_terms
+from agent.ml.registry import AWAITING_APPROVAL, ModelRegistry, ModelVersion
 from agent.ml.registry import CHALLENGER_ALIAS as CHALLENGER
 from agent.ml.registry import CHAMPION_ALIAS as CHAMPION
-from agent.ml.registry import ModelRegistry, ModelVersion
 from agent.outcome import JobOutcome
 from connectors.errors import (
     ArtifactIntegrityError,
@@ -368,7 +368,7 @@ def decide(registry: ModelRegistry, conf: ModelConfig, model: str, version: int,
             registry.set_alias(model, CHAMPION, version, by=by, reason=reason)
             return {**decision, "decision": "promoted", "reason": reason}
         reason = (f"no champion yet; {metric} {candidate:.4f} on {fit.eval_rows} held-out rows;"
-                  f" waiting for approval (`silta models promote {model} {version}`)")
+                  f" {AWAITING_APPROVAL} (`silta models approve {model} {version}`)")
         registry.set_alias(model, CHALLENGER, version, by=by, reason=reason)
         return {**decision, "decision": "awaiting approval", "reason": reason}
     try:
@@ -401,7 +401,7 @@ def decide(registry: ModelRegistry, conf: ModelConfig, model: str, version: int,
         registry.set_alias(model, CHAMPION, version, by=by, reason=reason)
         return {**decision, "decision": "promoted", "reason": reason}
     if better:
-        reason = (f"{compared}; waiting for approval (`silta models promote {model} "
+        reason = (f"{compared}; {AWAITING_APPROVAL} (`silta models approve {model} "
                   f"{version}`)")
         registry.set_alias(model, CHALLENGER, version, by=by, reason=reason)
         return {**decision, "decision": "awaiting approval", "reason": reason}
