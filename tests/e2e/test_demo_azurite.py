@@ -74,8 +74,14 @@ def test_demo_flow_with_the_lake_on_azurite(tmp_path: Path, azurite_server: Any)
     jobs = {f"{o['kind']}:{o['name']}": (o["status"], o["model_version"], o["rows"])
             for o in r.json() if o["kind"] != "sync"}
     assert jobs == {"train:train_occupation_coder": ("ok", 1, coded),
-                    "predict:code_answers": ("ok", 1, 2400)}
+                    "predict:code_answers": ("ok", 1, 2400),
+                    "monitor:watch_occupation_coder": ("ok", 1, 2 * 2400)}
     assert _table(azurite_server, container, "predictions/occupation_codes").num_rows == 2400
+    # the monitor's figures are in the cloud lake, one window per watched table
+    metrics = _table(azurite_server, container, "_silta/metrics").to_pylist()
+    assert sorted((m["target"], m["value"]) for m in metrics if m["check"] == "window") == [
+        ("predictions/occupation_codes", 0.0), ("raw/survey_responses", 0.0)]
+    assert not [m for m in metrics if m["status"] == "breach"]
     registry = _table(azurite_server, container, "_silta/registry").to_pylist()
     assert [(r["model"], r["version"]) for r in registry] == [("occupation_coder", 1)]
     artifact = _table(azurite_server, container, "_silta/artifacts/occupation_coder/1")
@@ -118,8 +124,9 @@ def test_demo_flow_with_the_lake_on_azurite(tmp_path: Path, azurite_server: Any)
     assert r.code == 0, r
     assert {o["sync"]: (o["status"], o["batches"], o["rows"]) for o in r.json()
             if o["kind"] == "sync"} == {name: ("ok", 0, 0) for name in first}
+    # (the coder is not refitted on new data alone: retrain_on)
     assert {o["name"]: o["status"] for o in r.json() if o["kind"] != "sync"} == {
-        "train_occupation_coder": "skipped", "code_answers": "ok"}
+        "code_answers": "ok", "watch_occupation_coder": "ok"}
     r = run("status", "--json")
     assert r.code == 0, r
     assert {s["sync"]: s["table_version"] for s in r.json()["syncs"]} == {
