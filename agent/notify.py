@@ -31,6 +31,7 @@ from http.client import HTTPException
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, NoReturn
 
+from agent.jsonsafe import json_safe
 from agent.notify_config import (
     Channel,
     CommandChannel,
@@ -68,19 +69,6 @@ def _user_agent() -> str:
 _USER_AGENT = _user_agent()
 
 
-def _json_safe(v: Any) -> Any:
-    """``v`` with only JSON types; NaN and infinities become None, the rest ``str``."""
-    if v is None or isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple | set | frozenset):
-        return [_json_safe(x) for x in v]
-    return str(v)
-
-
 def _one_line(text: str) -> str:
     return _CONTROL.sub(" ", text).strip()
 
@@ -115,7 +103,7 @@ class Notice:
 
     def as_json(self) -> dict[str, Any]:
         """Every field, JSON-safe (non-finite numbers are null)."""
-        out: dict[str, Any] = _json_safe(dataclasses.asdict(self))
+        out: dict[str, Any] = json_safe(dataclasses.asdict(self), text_for_other=True)
         return out
 
     @property

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from scipy import stats
 from scipy.spatial import distance
 
+from agent.jsonsafe import json_safe
 from connectors.errors import UsageError
 
 Level = Literal["ok", "warning", "critical"]
@@ -98,7 +99,7 @@ class DriftResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The result as JSON-safe data; non-finite numbers become None."""
-        safe: dict[str, Any] = _json_safe(asdict(self))
+        safe: dict[str, Any] = json_safe(asdict(self))
         return safe
 
 
@@ -550,18 +551,3 @@ def _result(method: str, value: float, limit: float, reference_rows: int, curren
     return DriftResult(method=method, value=float(value), threshold=limit, drifted=bool(drifted),
                        level=level, reference_rows=int(reference_rows),
                        current_rows=int(current_rows), statistic=statistic, detail=detail)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from agent.jsonsafe import json_safe
 from agent.ml.config import DEFAULT_MIN_CONFIDENCE, ModelConfig
 from agent.ml.drift import count_values
 from agent.ml.monitor_checks import (
@@ -289,17 +289,6 @@ def _prediction_checks(f: Findings, lake: DeltaLake, conf: MonitorConfig,
 
 
 # -- the job ----------------------------------------------------------------------------
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None: the detail column is strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def _metric_rows(f: Findings, name: str, run_id: str, champion: ModelVersion | None,
                  model: str | None, windows: list[dict[str, Any]]) -> pa.Table:
     at = dt.datetime.now(dt.UTC)
@@ -321,7 +310,7 @@ def _metric_rows(f: Findings, name: str, run_id: str, champion: ModelVersion | N
             cols[key].append(fig[key])
         cols["severity"].append(fig.get("severity"))
         cols["summary"].append(fig.get("summary"))
-        cols["detail"].append(json.dumps(_json_safe(fig["detail"]), sort_keys=True,
+        cols["detail"].append(json.dumps(json_safe(fig["detail"]), sort_keys=True,
                                          default=str, allow_nan=False)
                               if fig["detail"] else None)
         cols["measured_at"].append(at)

@@ -22,7 +22,6 @@ import datetime as dt
 import getpass
 import json
 import logging
-import math
 import socket
 from collections import Counter
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent.codeinfo import code_info, code_version, library_versions
+from agent.jsonsafe import json_safe
 from agent.ml import card as cards
 from agent.ml.artifacts import load_model, save_model, save_version_file
 from agent.ml.config import DEFAULT_MIN_CONFIDENCE, POLICY_FIELDS, ModelConfig
@@ -269,17 +269,6 @@ def fit_and_evaluate(conf: ModelConfig, data: TrainingData) -> FitResult:
         terms=top_terms(estimator), output_hashes=hashes,
         output_hash=combine(hashes, output.num_rows),
         class_counts=dict(sorted(Counter(y_train).items())))
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (JSON has neither: "no value" is honest)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def eval_output(eval_table: pa.Table, key: list[str], preds: Predictions) -> pa.Table:
