@@ -67,17 +67,15 @@ METRICS_SCHEMA = pa.schema([
 ])
 
 
+#: commit metadata of a monitor's metrics commit: {table: version} its windows reached
+WINDOWS_KEY = "silta.windows"
+
+
 def app_id(monitor: str) -> str:
     return f"silta-monitor/{monitor}"
 
 
 # -- windows ----------------------------------------------------------------------------
-def previous_windows(lake: DeltaLake, monitor: str) -> dict[str, int]:
-    """The table versions this monitor's latest recorded run reached, by table."""
-    table = lake.open(METRICS_TABLE)
-    return {} if table is None else _windows_in(table, monitor)
-
-
 def _windows_in(table: DeltaTable, monitor: str) -> dict[str, int]:
     import pyarrow.dataset as ds
 
@@ -102,7 +100,15 @@ def _planned(lake: DeltaLake, monitor: str) -> tuple[int | None, dict[str, int]]
     table = lake.open(METRICS_TABLE)
     if table is None:
         return None, {}
-    return table.transaction_version(app_id(monitor)), _windows_in(table, monitor)
+    seq = table.transaction_version(app_id(monitor))
+    if seq is None:
+        return None, {}
+    # the last commit names its windows: no scan of a metrics table that only grows
+    entry = lake.find_commit(METRICS_TABLE, app_id(monitor), seq, table=table)
+    recorded = entry.get(WINDOWS_KEY) if entry else None
+    if isinstance(recorded, str):
+        return seq, {str(t): int(v) for t, v in json.loads(recorded).items()}
+    return seq, _windows_in(table, monitor)
 
 
 def _window(lake: DeltaLake, conf: MonitorConfig, table: str, previous: Mapping[str, int]
@@ -361,7 +367,10 @@ def commit_monitor(lake: DeltaLake, run: MeasuredRun) -> JobOutcome:
     seq = (run.follows or 0) + 1
     result = lake.commit_batch(METRICS_TABLE, data, app_id=app_id(name), seq=seq,
                                mode="append", schema_merge=False,
-                               metadata={"run_id": run_id, "monitor": name},
+                               metadata={"run_id": run_id, "monitor": name,
+                                         WINDOWS_KEY: json.dumps(
+                                             {w["table"]: w["to"] for w in run.windows},
+                                             sort_keys=True)},
                                follows=run.follows)
     if result.already:
         raise StoreError(f"monitor {name!r}: another run recorded its figures as seq {seq} "
