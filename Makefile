@@ -4,6 +4,9 @@ PY := $(VENV)/bin/python
 SILTA := $(VENV)/bin/silta
 CONFIG ?= config/demo.toml
 PYTHON ?= python3
+# Test files run on this many processes (each starts its own servers on free ports);
+# a file stays on one process, so its module fixtures are shared. 0: in this process.
+TEST_WORKERS ?= 2
 # Arrow's default allocator is 2-4x slower on these machines (SERVICES.md).
 export ARROW_DEFAULT_MEMORY_POOL := system
 
@@ -42,7 +45,7 @@ layers: install
 check: lint typecheck layers
 
 test: check
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 schema: install
 	$(SILTA) config schema > config/schema.json
