@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from agent.notify import Notice, log_notice
+from agent.notify import Notice, log_notice, reaches
 from agent.notify_config import AlertsSection, Severity, severity_rank
 from agent.state import StateStore, now
 from connectors.errors import NotFoundError, UsageError
@@ -35,6 +35,9 @@ log = logging.getLogger("silta.alerts")
 
 Status = Literal["ok", "breach", "insufficient", "error"]
 OPEN = ("firing", "acknowledged")
+#: the end of the latest silence in force, by fingerprint
+_SILENCES_IN_FORCE = ("SELECT fingerprint, MAX(until) FROM silences WHERE until > ? "
+                      "GROUP BY fingerprint")
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,6 @@ def fingerprint(monitor: str, check: str, target: str) -> str:
 
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _parse(t: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(t)
 
 
 class AlertBook:
@@ -200,14 +199,13 @@ class AlertBook:
             params.append(monitor)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        at = now()
-        return [self._public(dict(r), at) for r in self.state.query(sql, params)]
+        return self._public_rows(self.state.query(sql, params))
 
     def get(self, alert_id: int) -> dict[str, Any]:
         rows = self.state.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
         if not rows:
             raise NotFoundError("alert", str(alert_id), "see `silta alerts list`")
-        alert = self._public(dict(rows[0]), now())
+        alert = self._public_rows(rows)[0]
         alert["events"] = [dict(r) for r in self.state.query(
             "SELECT at, event, by, detail FROM alert_events WHERE alert_id=? ORDER BY id",
             (alert_id,))]
@@ -227,9 +225,7 @@ class AlertBook:
         if checks:
             sql += f" AND check_name IN ({','.join('?' * len(checks))})"
             params += list(checks)
-        at = now()
-        return [self._public(dict(r), at) for r in self.state.query(sql + " ORDER BY id",
-                                                                     params)]
+        return self._public_rows(self.state.query(sql + " ORDER BY id", params))
 
     def mark_retrain(self, alert_id: int, job_id: str) -> bool:
         """Record that ``alert_id`` started a retraining; False when it already did."""
@@ -288,8 +284,8 @@ class AlertBook:
         return out
 
     def notice(self, notification: dict[str, Any]) -> Notice:
-        alert = self._public(dict(self.state.query("SELECT * FROM alerts WHERE id=?",
-                                                   (notification["alert_id"],))[0]), now())
+        alert = self._public_rows(self.state.query("SELECT * FROM alerts WHERE id=?",
+                                                   (notification["alert_id"],)))[0]
         return _notice(alert, notification["event"], self.agent)
 
     def delivered(self, notification_id: int) -> None:
@@ -337,7 +333,7 @@ class AlertBook:
                     continue
                 kind = "resolved"
             else:
-                if severity_rank(row["severity"]) < severity_rank(channel.min_severity):
+                if not reaches(channel, row["severity"]):
                     continue
                 if name in waiting:
                     held.append(name)
@@ -355,7 +351,8 @@ class AlertBook:
         if held:
             detail += f"; still waiting: {', '.join(held)}"
         self._event(conn, alert_id, f"notified:{event}", None, detail)
-        return _notice(self._public(row, at), event, self.agent)
+        until = {str(r[0]): str(r[1]) for r in conn.execute(_SILENCES_IN_FORCE, (at,))}
+        return _notice(self._public(row, until), event, self.agent)
 
     @staticmethod
     def _told(conn: Any, alert_id: int) -> tuple[set[str], set[str]]:
@@ -406,13 +403,17 @@ class AlertBook:
         conn.execute("INSERT INTO alert_events (alert_id, at, event, by, detail) VALUES "
                      "(?,?,?,?,?)", (alert_id, now(), event, by, detail))
 
-    def _public(self, row: dict[str, Any], at: str) -> dict[str, Any]:
+    def _public_rows(self, rows: Iterable[Any]) -> list[dict[str, Any]]:
+        """Alert rows as callers see them; the silences are read once for all of them."""
+        in_force = self.state.query(_SILENCES_IN_FORCE, (now(),))
+        until = {str(r[0]): str(r[1]) for r in in_force}
+        return [self._public(dict(r), until) for r in rows]
+
+    @staticmethod
+    def _public(row: dict[str, Any], silenced_until: dict[str, str]) -> dict[str, Any]:
         row["detail"] = json.loads(row.get("detail") or "{}")
         row["check"] = row.pop("check_name")
-        silence = self.state.query(
-            "SELECT until, by, comment FROM silences WHERE fingerprint=? AND until > ? "
-            "ORDER BY until DESC LIMIT 1", (row["fingerprint"], at))
-        row["silenced_until"] = silence[0]["until"] if silence else None
+        row["silenced_until"] = silenced_until.get(row["fingerprint"])
         return row
 
 
@@ -424,8 +425,3 @@ def _notice(alert: dict[str, Any], event: str, agent: str) -> Notice:
                   threshold=alert["threshold"], count=int(alert["count"]),
                   first_seen=alert["first_seen"], last_seen=alert["last_seen"],
                   run_id=alert["last_run_id"], agent=agent, detail=alert["detail"])
-
-
-def is_silenced(alert: dict[str, Any]) -> bool:
-    until = alert.get("silenced_until")
-    return bool(until) and _parse(str(until)) > dt.datetime.now(dt.UTC)

@@ -134,12 +134,15 @@ class Notice:
         return "\n".join(lines)
 
 
-def should_send(channel: Channel, notice: Notice) -> bool:
-    """Whether ``notice`` goes to ``channel``: its severity is at least the channel's minimum.
+def reaches(channel: Channel, severity: str) -> bool:
+    """Whether an alert of ``severity`` is for ``channel``: at least its ``min_severity``."""
+    return severity_rank(severity) >= severity_rank(channel.min_severity)  # type: ignore[arg-type]
 
-    A resolved notice carries the alert's severity, so it goes wherever the firing went.
-    """
-    return severity_rank(notice.severity) >= severity_rank(channel.min_severity)
+
+def should_send(channel: Channel, notice: Notice) -> bool:
+    """Whether ``notice``'s severity reaches ``channel`` (the alert book also sends a
+    resolved notice only to the channels that were told the alert fired)."""
+    return reaches(channel, notice.severity)
 
 
 def retry_delay(attempts: int) -> float:
