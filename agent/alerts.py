@@ -201,6 +201,24 @@ class AlertBook:
         params.append(limit)
         return self._public_rows(self.state.query(sql, params))
 
+    def search(self, *, states: Sequence[str], text: str = "", offset: int = 0,
+               limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """One page of alerts in ``states``, most severe then newest first, and the total."""
+        if not states:
+            return [], 0
+        where, params = [f"state IN ({','.join('?' * len(states))})"], list[Any](states)
+        if text:
+            where.append("(monitor LIKE ? OR check_name LIKE ? OR target LIKE ? OR "
+                         "summary LIKE ? OR model LIKE ?)")
+            params += [f"%{text}%"] * 5
+        sql = " AND ".join(where)
+        total = int(self.state.query(f"SELECT COUNT(*) FROM alerts WHERE {sql}", params)[0][0])
+        found = self.state.query(
+            f"SELECT * FROM alerts WHERE {sql} ORDER BY CASE severity WHEN 'critical' THEN 0 "
+            "WHEN 'warning' THEN 1 ELSE 2 END, id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        return self._public_rows(found), total
+
     def get(self, alert_id: int) -> dict[str, Any]:
         rows = self.state.query("SELECT * FROM alerts WHERE id=?", (alert_id,))
         if not rows:

@@ -9,9 +9,11 @@ from typing import Any
 from agent.alerts import OPEN, AlertBook
 from agent.config import LoadedConfig
 from agent.config_base import parse_duration
+from agent.ml.monitor import metric_history
 from agent.output import print_json, print_table
 from agent.state import FILE_NAME, StateStore
-from connectors.errors import NotFoundError, SiltaError, UsageError
+from agent.stores import open_lake
+from connectors.errors import NotFoundError, UsageError
 from connectors.names import safe_display
 
 STATES = ("firing", "acknowledged", "resolved")
@@ -56,32 +58,9 @@ def _known_monitor(loaded: LoadedConfig, book: AlertBook, monitor: str) -> None:
                      f"of one; monitors: {', '.join(names) or 'none configured'}")
 
 
-def _history(loaded: LoadedConfig, alert: dict[str, Any], limit: int = 12
-             ) -> list[dict[str, Any]]:
-    """The alert's figure over the monitor's latest runs, from ``_silta/metrics``."""
-    try:
-        import pyarrow.dataset as ds
-
-        from agent.ml.monitor import METRICS_TABLE
-        from agent.stores import open_lake
-
-        table = open_lake(loaded).open(METRICS_TABLE)
-        if table is None:
-            return []
-        found = table.to_pyarrow_dataset().to_table(
-            columns=["measured_at", "run_id", "metric", "value", "threshold", "status"],
-            filter=(ds.field("monitor") == alert["monitor"])
-            & (ds.field("check") == alert["check"]) & (ds.field("target") == alert["target"]))
-    except SiltaError:
-        return []  # the lake is away: the alert is still worth showing
-    rows = sorted(found.to_pylist(), key=lambda r: r["measured_at"])[-limit:]
-    return [{**r, "measured_at": r["measured_at"].isoformat(timespec="seconds")}
-            for r in rows]
-
-
 def cmd_show(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     alert = _book(loaded).get(args.id)
-    alert["history"] = _history(loaded, alert)
+    alert["history"] = metric_history(open_lake(loaded), alert)
     if args.json:
         print_json(alert)
         return 0

@@ -39,6 +39,11 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def load(args: argparse.Namespace) -> LoadedConfig:
+    """The config named by ``--config`` (or the default), with logging set up from it."""
+    return _config(args)
+
+
 def _config(args: argparse.Namespace) -> LoadedConfig:
     loaded = load_config(default_config_path(args.config))
     setup_logging(args.log_level or loaded.config.agent.log_level,
@@ -68,6 +73,10 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     from agent.service import Agent
 
     loaded = _config(args)
+    if loaded.log_path is not None:
+        from agent.logs import add_log_file
+
+        add_log_file(loaded.log_path, args.log_format or loaded.config.agent.log_format)
     agent = Agent(loaded)
     if args.once:
         code = agent.run_once()
@@ -224,7 +233,11 @@ def cmd_demo_init(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+#: adds subcommands of a layer above (the TUI's `silta tui`) to the parser
+Extension = Callable[[Any, argparse.ArgumentParser, type[argparse.ArgumentParser]], None]
+
+
+def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     # SUPPRESS: an option given before the subcommand is not reset by the subparser.
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--config", "-c", metavar="FILE",
@@ -321,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--rows", type=_positive, default=400, help="rows per file")
         d.add_argument("--force", action="store_true", help="overwrite existing demo files")
         d.set_defaults(func=cmd_demo_init)
+    if extend is not None:
+        extend(sub, common, _Parser)
     return p
 
 
@@ -353,8 +368,8 @@ def _version() -> str:
         return "unknown"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extend: Extension | None = None) -> int:
+    args = build_parser(extend).parse_args(argv)
     setup_logging(args.log_level or "info", args.log_format or "text")
     try:
         code: int = args.func(args)
@@ -393,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def entry() -> NoReturn:
+def entry(extend: Extension | None = None) -> NoReturn:
     """The console script: ``main``, then leave without interpreter finalization.
 
     deltalake 1.6.6 with pyarrow 26 sometimes aborts the process while native thread pools
@@ -401,7 +416,7 @@ def entry() -> NoReturn:
     all work is done. Flushing and calling ``os._exit`` keeps the exit code honest.
     """
     try:
-        code = main()
+        code = main(extend=extend)
     except SystemExit as e:  # argparse's usage errors and --help
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     for stream in (sys.stdout, sys.stderr):

@@ -63,6 +63,9 @@ class AgentSection(_Model):
     """Least severe level written to the log."""
     log_format: Literal["text", "json"] = "text"
     """`text` for people, `json` for log collectors (one object per line)."""
+    log_file: str = "logs/agent.log"
+    """The service's log file, relative to `state_dir` (rotated at 10 MiB, 5 kept), besides
+    stderr/journald; `silta tui` tails it. Empty: no file."""
     heartbeat_seconds: float = Field(10.0, gt=0, le=3600)
     """How often the agent records that it is alive."""
     sync_workers: int = Field(4, ge=1, le=64)
@@ -73,6 +76,17 @@ class AgentSection(_Model):
     ml_stop_grace_seconds: float = Field(30.0, ge=0, le=3600)
     """On shutdown, how long running ML jobs may go on before their worker is stopped
     (both are safe to stop: a stopped run is repeated, never doubled)."""
+
+
+class TuiSection(_Model):
+    """The operator's terminal UI (`silta tui`)."""
+
+    refresh_seconds: float = Field(2.0, ge=0.5, le=3600)
+    """How often the screen in view reloads its figures (in the background)."""
+    page_size: int = Field(100, ge=10, le=5000)
+    """Rows per page of long lists (runs, alerts, tables); PgUp/PgDn turn pages."""
+    keys: dict[str, str] = Field(default_factory=dict)
+    """Key remaps by binding id, e.g. `{ "alerts.ack" = "k" }`; `?` in the TUI lists ids."""
 
 
 class LakeSection(_Model):
@@ -409,6 +423,8 @@ class SiltaConfig(_Model):
     """Monitoring jobs: schema, quality, drift and accuracy checks that raise alerts."""
     alerts: AlertsSection = Field(default_factory=AlertsSection)
     """Where alerts are sent (webhook, e-mail, a command; always the log) and how often."""
+    tui: TuiSection = Field(default_factory=TuiSection)
+    """The operator's terminal UI."""
 
     def sync(self, name: str) -> SyncConfig:
         for s in self.syncs:
@@ -466,6 +482,12 @@ class LoadedConfig:
     @property
     def state_dir(self) -> Path:
         return self.resolve(self.config.agent.state_dir)
+
+    @property
+    def log_path(self) -> Path | None:
+        """The agent's log file, or None when `agent.log_file` is empty."""
+        name = self.config.agent.log_file
+        return Path(os.path.normpath(self.state_dir / name)) if name else None
 
     @property
     def lake_uri(self) -> str:

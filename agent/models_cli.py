@@ -10,17 +10,12 @@ import sys
 from typing import Any
 
 from agent.config import LoadedConfig
+from agent.ml import governance
 from agent.ml.artifacts import check_model_name, read_version_file
-from agent.ml.registry import (
-    AWAITING_APPROVAL,
-    CHALLENGER_ALIAS,
-    CHAMPION_ALIAS,
-    ModelRegistry,
-    ModelVersion,
-)
+from agent.ml.registry import CHAMPION_ALIAS, ModelRegistry, ModelVersion
 from agent.output import print_json, print_table
 from agent.stores import open_lake
-from connectors.errors import NotFoundError, UsageError
+from connectors.errors import NotFoundError
 from connectors.names import safe_display
 
 
@@ -157,80 +152,30 @@ def cmd_card(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    return _move(loaded, args.model, CHAMPION_ALIAS, args.version, args.reason or
-                 f"promoted by {getpass.getuser()}")
+    return _said(governance.promote(_registry(loaded), args.model, args.version, by=_who(),
+                                    reason=args.reason or "", operator=getpass.getuser()))
 
 
 def cmd_alias(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    return _move(loaded, args.model, args.alias, args.version, args.reason or "")
-
-
-def _move(loaded: LoadedConfig, model: str, alias: str, version: int, reason: str) -> int:
-    reg = _registry(loaded)
-    before = reg.aliases(check_model_name(model)).get(alias)
-    if before == version:
-        raise UsageError(f"{model}@{alias} is version {version} already")
-    reg.set_alias(model, alias, version, by=_who(), reason=reason)
-    was = f" (was {before})" if before is not None else ""
-    sys.stdout.write(f"{model}@{alias} is now version {version}{was}\n")
-    return 0
-
-
-def waiting_version(reg: ModelRegistry, model: str) -> int | None:
-    """The challenger a training left for an operator, if the champion has not moved since.
-
-    The challenger alias is never removed: after an approval it points at the champion,
-    and after a rollback at the version rolled back from; neither is waiting any more.
-    """
-    last = {c.alias: c for c in reg.alias_history(model)}  # oldest first: the last wins
-    challenger, champion = last.get(CHALLENGER_ALIAS), last.get(CHAMPION_ALIAS)
-    if challenger is None or (champion is not None and champion.seq > challenger.seq):
-        return None
-    return challenger.version
+    return _said(governance.move_alias(_registry(loaded), args.model, args.alias,
+                                       args.version, by=_who(), reason=args.reason or ""))
 
 
 def cmd_approve(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """An operator's approval of the version a manual promotion left waiting."""
-    reg = _registry(loaded)
-    model = check_model_name(args.model)
-    if reg.aliases(model).get(CHAMPION_ALIAS) == args.version:
-        raise UsageError(f"{model}@{args.version} is the {CHAMPION_ALIAS} already")
-    waiting = waiting_version(reg, model)
-    if waiting != args.version:
-        what = (f"the version waiting is {waiting}" if waiting is not None
-                else "no version is waiting")
-        raise UsageError(f"{model}@{args.version} is not waiting for approval ({what}); "
-                         f"`silta models promote {model} {args.version}` promotes any version")
-    why = next((c.reason for c in reversed(reg.alias_history(model, CHALLENGER_ALIAS))
-                if c.version == args.version), "")
-    if AWAITING_APPROVAL not in why:
-        # the gate said no (worse, or a segment fell): approving would skip governance
-        raise UsageError(f"{model}@{args.version} was not left waiting for approval; its "
-                         f"training decided: {why or 'nothing recorded'}. `silta models "
-                         f"promote {model} {args.version} --reason ...` overrides the gate")
-    reason = f"approved by {getpass.getuser()}" + (f": {args.reason}" if args.reason else "")
-    return _move(loaded, model, CHAMPION_ALIAS, args.version,
-                 f"{reason} (training said: {why})" if why else reason)
+    return _said(governance.approve(_registry(loaded), args.model, args.version, by=_who(),
+                                    reason=args.reason or "", operator=getpass.getuser()))
 
 
 def cmd_rollback(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """Point the champion back at the version it pointed at before its last move."""
-    reg = _registry(loaded)
-    model = check_model_name(args.model)
-    moves = reg.alias_history(model, CHAMPION_ALIAS)
-    if not moves:
-        raise UsageError(f"{model} has no {CHAMPION_ALIAS} to roll back")
-    current = moves[-1]
-    previous = current.previous_version
-    if previous is None:
-        raise UsageError(f"{model}@{current.version} is the first {CHAMPION_ALIAS}; there is "
-                         "no earlier one to go back to")
-    if previous in reg.archived(model):
-        raise UsageError(f"{model}@{previous} (the previous {CHAMPION_ALIAS}) is archived; "
-                         f"`silta models archive {model} {previous} --undo` first")
-    reason = (f"rollback by {getpass.getuser()} from v{current.version}"
-              + (f": {args.reason}" if args.reason else ""))
-    return _move(loaded, model, CHAMPION_ALIAS, previous, reason)
+    return _said(governance.rollback(_registry(loaded), args.model, by=_who(),
+                                     reason=args.reason or "", operator=getpass.getuser()))
+
+
+def _said(moved: governance.AliasMoved) -> int:
+    sys.stdout.write(moved.message + "\n")
+    return 0
 
 
 def cmd_archive(loaded: LoadedConfig, args: argparse.Namespace) -> int:

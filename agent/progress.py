@@ -19,6 +19,8 @@ from rich.progress import (
 )
 
 from agent.outcome import SyncProgress
+from agent.state import StateStore
+from connectors.errors import SiltaError
 
 log = logging.getLogger("silta.progress")
 PLAIN_EVERY = 5.0
@@ -61,3 +63,33 @@ class ProgressReporter:
                  tb: TracebackType | None) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class ProgressRecorder:
+    """A progress callback that writes the figures to the state store for the TUI.
+
+    At most one write per ``every`` seconds (and the last one): a sync's progress is
+    advisory, so a write that fails is logged once and otherwise ignored.
+    """
+
+    def __init__(self, state: StateStore, job: str, every: float = 1.0) -> None:
+        self.state, self.job, self.every = state, job, every
+        self._last = 0.0
+        self._warned = False
+
+    def __call__(self, p: SyncProgress) -> None:
+        t = time.monotonic()
+        if t - self._last < self.every:
+            return
+        self._last = t
+        elapsed = max(t - p.started, 1e-6)
+        detail = {"files_done": p.files_done, "files_total": p.files_total,
+                  "bytes_done": p.bytes_done, "bytes_total": p.bytes_total, "rows": p.rows,
+                  "batches": p.batches, "bytes_per_s": p.bytes_done / elapsed,
+                  "rows_per_s": p.rows / elapsed, "elapsed_s": elapsed}
+        try:
+            self.state.record_progress(self.job, detail)
+        except SiltaError as e:
+            if not self._warned:
+                log.warning("%s: live progress not recorded: %s", self.job, e)
+                self._warned = True

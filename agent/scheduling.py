@@ -55,3 +55,14 @@ class Scheduler:
     def shutdown(self) -> None:
         if self._sched.running:
             self._sched.shutdown(wait=False)
+
+
+def next_fire(expr: str, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When ``expr`` fires next after ``now`` (UTC), or None for a bad expression."""
+    try:
+        trigger = cron(expr)
+    except ValueError:
+        return None
+    at = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(microseconds=1)  # strictly after
+    fire: dt.datetime | None = trigger.get_next_fire_time(None, at)
+    return fire

@@ -23,8 +23,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from types import FrameType
+from typing import Any
 
 from agent.alert_delivery import Notifier, notify_once
+from agent.commands import (
+    RUN_KINDS,
+    SLOW_KINDS,
+    CommandContext,
+    execute,
+    requested_job,
+    validate,
+)
 from agent.config import LoadedConfig, SyncConfig
 from agent.continuous import allowed, registered, retraining
 from agent.jobs import Job, JobGraph
@@ -32,6 +41,7 @@ from agent.lock import InstanceLock
 from agent.ml.config import TrainingConfig
 from agent.ml.jobrunner import MlJobRunner
 from agent.outcome import JobOutcome, SyncOutcome
+from agent.progress import ProgressRecorder
 from agent.runs import flush_quietly
 from agent.scheduling import Scheduler, missed_fire
 from agent.state import StateStore, now
@@ -39,7 +49,8 @@ from agent.stores import Store, open_lake, open_store
 from agent.sync import SyncEngine
 from agent.watcher import FolderWatcher
 from connectors.abc import FileStore
-from connectors.errors import SiltaError
+from connectors.errors import NotFoundError, SiltaError, UsageError
+from connectors.names import safe_display
 
 log = logging.getLogger("silta.agent")
 RESCAN_SECONDS = 60.0
@@ -136,6 +147,9 @@ class Agent:
         self._has_version: Callable[[str], bool] = lambda model: True
         #: retraining asked for by alerts recovered at start-up (see MlJobRunner.recover)
         self._recovered: list[tuple[str, int]] = []
+        #: slow commands (replays) on threads of their own, by command id
+        self._slow: dict[int, dict[str, Any]] = {}
+        self._slow_lock = threading.Lock()
 
     # -- assembly ---------------------------------------------------------------------
     def _build(self) -> tuple[StateStore, SyncEngine, MlJobRunner]:
@@ -144,6 +158,9 @@ class Agent:
         if stale:
             log.warning("%d run(s) were left running by an agent that stopped; marked "
                         "interrupted (their batches are recovered from the ledger)", stale)
+        if state.interrupt_stale_commands():
+            log.warning("operator commands left running by an agent that stopped are marked "
+                        "failed; their users can queue them again")
         stores: dict[str, Store] = {n: open_store(self.loaded, n)
                                     for n in self.config.connectors}
         lake = open_lake(self.loaded)
@@ -158,7 +175,9 @@ class Agent:
         def run(job_id: str, trigger: str) -> Outcome:
             kind, _, name = job_id.partition(":")
             if kind == "sync":
-                return engine.run(name, trigger=trigger, cancel=self.stop)
+                # live figures for `silta tui`, about once a second
+                return engine.run(name, trigger=trigger, cancel=self.stop,
+                                  on_progress=ProgressRecorder(engine.state, job_id))
             return ml.run(kind, name, trigger=trigger, cancel=self.stop)
         return run
 
@@ -203,16 +222,25 @@ class Agent:
             state, engine, ml = self._build()
             self._install_signals()
             self._beat(state, "running-once")
+            # commands queued while no agent ran: alerts and models first, runs in the pass
+            queued = self._commands_once(state, self._context(engine, ml, None))
             run = self._runner(engine, ml)
             outcomes: list[Outcome] = []
+            ran: dict[str, Outcome] = {}
             jobs = [j.id for j in self.graph.enabled() if self._wanted(j, "once")]
+            jobs += [j for j in queued if j not in jobs]  # an operator's word runs any job
+            trigger = {job: f"operator:{cs[0]['os_user']}" for job, cs in queued.items()}
             agent = self.config.agent
             with ThreadPoolExecutor(agent.sync_workers, thread_name_prefix="sync") as syncs, \
                     ThreadPoolExecutor(agent.ml_workers, thread_name_prefix="ml") as mls:
-                for wave in self.graph.waves(jobs):  # ingests, then training, then predict
-                    futures = [(syncs if j.startswith("sync:") else mls).submit(run, j, "once")
-                               for j in wave]
-                    outcomes += [f.result() for f in futures]
+                try:
+                    for wave in self.graph.waves(jobs):  # ingests, training, predict
+                        futures = {j: (syncs if j.startswith("sync:") else mls).submit(
+                            run, j, trigger.get(j, "once")) for j in wave}
+                        ran.update((j, f.result()) for j, f in futures.items())
+                        outcomes += [ran[j] for j in wave]
+                finally:
+                    self._finish_asked(state, queued, ran)
                 # continuous training: trainings the monitors' new alerts asked for
                 asked = [*self._recovered, *(p for o in outcomes for p in retraining(o))]
                 again = {job: alert for job, alert in reversed(asked)}  # one run a job
@@ -232,6 +260,7 @@ class Agent:
             dispatcher = Dispatcher(self._runner(engine, ml), agent.sync_workers,
                                     agent.ml_workers, self.stop, self._record)
             self._dispatcher = dispatcher
+            commands = self._context(engine, ml, dispatcher)
             scheduler, watcher = Scheduler(), FolderWatcher()
             notifier = Notifier(ml.book, self.config.alerts)
             for job in self.graph.enabled():
@@ -259,7 +288,7 @@ class Agent:
                      len(self.config.predictions), len(self.config.monitors))
             self._beat(state, "running")
             try:
-                self._loop(state, engine, dispatcher)
+                self._loop(state, engine, dispatcher, commands)
             finally:
                 log.info("agent %s stopping: finishing in-flight work", self.name)
                 self._beat(state, "stopping")
@@ -267,6 +296,7 @@ class Agent:
                 watcher.stop()
                 dispatcher.shutdown()
                 notifier.stop()
+                self._abandon_slow(state)
                 flush_quietly(state, engine.lake)
                 self._beat(state, "stopped")
                 log.info("agent %s stopped", self.name)
@@ -297,7 +327,8 @@ class Agent:
             elif isinstance(job.config, SyncConfig) and job.config.watch:
                 dispatcher.request(job.id, "startup-scan")
 
-    def _loop(self, state: StateStore, engine: SyncEngine, dispatcher: Dispatcher) -> None:
+    def _loop(self, state: StateStore, engine: SyncEngine, dispatcher: Dispatcher,
+              commands: CommandContext) -> None:
         beat_every = self.config.agent.heartbeat_seconds
         last_beat = last_rescan = 0.0
         clock = 0.0
@@ -314,24 +345,92 @@ class Agent:
                 # Run records the lake refused earlier (it was away) are written now.
                 flush_quietly(state, engine.lake)
                 last_rescan = clock
-            self._commands(state, dispatcher)
+            self._commands(state, commands)
 
-    def _commands(self, state: StateStore, dispatcher: Dispatcher) -> None:
+    # -- operator commands (agent/commands.py) -----------------------------------------
+    def _context(self, engine: SyncEngine, ml: MlJobRunner, dispatcher: Dispatcher | None
+                 ) -> CommandContext:
+        return CommandContext(book=ml.book, lake=engine.lake,
+                              jobs=frozenset(j.id for j in self.graph.all),
+                              request=None if dispatcher is None else dispatcher.request)
+
+    def _claim(self, state: StateStore) -> list[dict[str, Any]]:
         try:
             commands = state.claim_commands()
-        except SiltaError as e:
+        except (SiltaError, ValueError) as e:  # ValueError: args that are not JSON
             log.error("cannot read the command queue: %s", e)
-            return
+            return []
         for c in commands:
-            job_id = _command_job(c)
-            known = job_id is not None and any(j.id == job_id for j in self.graph.all)
-            if job_id is not None and known:
-                dispatcher.request(job_id, f"operator:{c['os_user']}")
-                state.finish_command(c["id"], "done", "queued a run")
-                log.info("command %d from %s: run %s", c["id"], c["os_user"], job_id)
+            log.info("command %d: %s from %s", c["id"], safe_display(str(c["kind"])),
+                     safe_display(str(c["os_user"])))
+        return commands
+
+    def _commands(self, state: StateStore, ctx: CommandContext) -> None:
+        """Carry out what was queued: replays on a thread each, the rest here and now."""
+        for c in self._claim(state):
+            if c["kind"] in SLOW_KINDS:
+                with self._slow_lock:
+                    self._slow[int(c["id"])] = c
+                threading.Thread(target=self._slow_command, args=(state, c, ctx), daemon=True,
+                                 name=f"command-{c['id']}").start()
             else:
-                state.finish_command(c["id"], "refused", f"unknown command {c['kind']!r} or "
-                                     "job")
+                self._finish_command(state, c, *execute(c, ctx))
+
+    def _slow_command(self, state: StateStore, command: dict[str, Any],
+                      ctx: CommandContext) -> None:
+        status, result = execute(command, ctx)
+        with self._slow_lock:
+            # gone: the agent stopped meanwhile and recorded the command as interrupted
+            mine = self._slow.pop(int(command["id"]), None) is not None
+        if mine:
+            self._finish_command(state, command, status, result)
+
+    def _abandon_slow(self, state: StateStore) -> None:
+        """Stopping: a replay still running (it writes nothing) will not be recorded."""
+        with self._slow_lock:
+            left, self._slow = list(self._slow.values()), {}
+        for c in left:
+            self._finish_command(state, c, "failed", "the agent stopped before it finished; "
+                                 "queue it again")
+
+    def _finish_command(self, state: StateStore, command: dict[str, Any], status: str,
+                        result: str) -> None:
+        try:
+            state.finish_command(int(command["id"]), status, result)
+        except SiltaError as e:
+            log.error("command %d: its outcome was not recorded: %s", command["id"], e)
+        (log.info if status == "done" else log.warning)(
+            "command %d (%s from %s) %s: %s", command["id"], safe_display(str(command["kind"])),
+            safe_display(str(command["os_user"])), status, result)
+
+    def _commands_once(self, state: StateStore, ctx: CommandContext
+                       ) -> dict[str, list[dict[str, Any]]]:
+        """--once: carry out the queued commands that are not runs, replays included;
+        return the runs asked for (job id -> its commands), refusing unknown jobs."""
+        asked: dict[str, list[dict[str, Any]]] = {}
+        for c in self._claim(state):
+            if c["kind"] not in RUN_KINDS:
+                self._finish_command(state, c, *execute(c, ctx))
+                continue
+            try:
+                job = requested_job(c["kind"], validate(c["kind"], c["args"]), ctx.jobs)
+            except (UsageError, NotFoundError) as e:
+                self._finish_command(state, c, "refused", str(e))
+                continue
+            asked.setdefault(job, []).append(c)
+        return asked
+
+    def _finish_asked(self, state: StateStore, asked: dict[str, list[dict[str, Any]]],
+                      ran: dict[str, Outcome]) -> None:
+        for job, commands in asked.items():
+            outcome = ran.get(job)
+            for c in commands:
+                if outcome is None:
+                    self._finish_command(state, c, "failed", f"the --once pass stopped "
+                                         f"before {job} ran")
+                else:
+                    self._finish_command(state, c, "done", f"ran in the --once pass: "
+                                         f"{outcome.status}")
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -349,15 +448,3 @@ def _committed(outcome: Outcome) -> bool:
     if isinstance(outcome, SyncOutcome):
         return outcome.batches > 0
     return outcome.committed
-
-
-def _command_job(command: dict[str, object]) -> str | None:
-    """The job a queued operator command asks to run (``sync.run`` or ``job.run``)."""
-    args = command.get("args")
-    if not isinstance(args, dict):
-        return None
-    if command.get("kind") == "sync.run" and isinstance(args.get("sync"), str):
-        return f"sync:{args['sync']}"
-    if command.get("kind") == "job.run" and isinstance(args.get("job"), str):
-        return str(args["job"])
-    return None

@@ -117,6 +117,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
     ALTER TABLE runs ADD COLUMN alerts_checked INTEGER;
     """,
+    # 5: live progress of what runs now (one row per job, overwritten about once a second),
+    # and an index for the newest-first pages of runs the TUI shows
+    """
+    CREATE TABLE progress (
+        job TEXT PRIMARY KEY, updated_at TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_start ON runs (started_at);
+    """,
 ]
 
 
@@ -473,6 +481,14 @@ class StateStore:
                                "status='running'", (now(),))
             return cur.rowcount
 
+    def interrupt_stale_commands(self) -> int:
+        """Commands left 'running' by an agent that died: failed, to be queued again."""
+        with self.tx() as conn:
+            cur = conn.execute("UPDATE commands SET status='failed', finished_at=?, result="
+                               "'the agent stopped before it finished; queue it again' WHERE "
+                               "status='running'", (now(),))
+            return cur.rowcount
+
     def runs(self, *, kind: str | None = None, name: str | None = None, limit: int = 50
              ) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM runs WHERE 1=1", list[Any]()
@@ -523,6 +539,18 @@ class StateStore:
     def commands(self, limit: int = 50) -> list[dict[str, Any]]:
         return [dict(r) for r in self.query("SELECT * FROM commands ORDER BY id DESC LIMIT ?",
                                             (limit,))]
+
+    # -- live progress ------------------------------------------------------------------
+    def record_progress(self, job: str, detail: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute("INSERT INTO progress (job, updated_at, detail) VALUES (?, ?, ?) ON "
+                         "CONFLICT (job) DO UPDATE SET updated_at=excluded.updated_at, "
+                         "detail=excluded.detail", (job, now(), json.dumps(detail)))
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """job -> its latest progress figures (with ``updated_at``)."""
+        return {str(r["job"]): {**json.loads(r["detail"]), "updated_at": r["updated_at"]}
+                for r in self.query("SELECT * FROM progress")}
 
     # -- heartbeats -------------------------------------------------------------------
     def beat(self, agent: str, *, pid: int, host: str, started_at: str, state: str) -> None:

@@ -14,6 +14,7 @@ from agent.lock import InstanceLock
 from agent.ml.config import PredictionConfig, TrainingConfig
 from agent.ml.monitor_config import MonitorConfig
 from agent.output import print_table
+from agent.scheduling import next_fire
 from agent.state import StateStore
 from agent.stores import open_lake
 from connectors.errors import SiltaError, StateStoreError
@@ -26,13 +27,14 @@ def _age(ts: str | None) -> float | None:
     return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(ts)).total_seconds()
 
 
-def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
-    """Heartbeat and per-sync figures, as stable keys (the JSON of `silta status`)."""
+def _next(schedule: str | None, now: dt.datetime | None) -> str | None:
+    fire = next_fire(schedule, now) if schedule else None
+    return fire.astimezone(dt.UTC).isoformat(timespec="seconds") if fire else None
+
+
+def agent_state(loaded: LoadedConfig, state: StateStore | None) -> dict[str, Any]:
+    """Is the agent alive: its heartbeat is fresh and its instance lock is held."""
     conf = loaded.config
-    try:
-        state: StateStore | None = StateStore(loaded.state_dir, readonly=True)
-    except StateStoreError:
-        state = None
     agent: dict[str, Any] = {"name": conf.agent.name, "alive": False, "state": "never started",
                              "pid": None, "since": None, "last_beat": None}
     if state is not None:
@@ -47,6 +49,27 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
             agent.update(alive=alive, state=beat["state"] if alive or beat["state"] == "stopped"
                          else "down (no heartbeat)", pid=beat["pid"],
                          since=beat["started_at"], last_beat=beat["beat_at"])
+    return agent
+
+
+def collect_status(loaded: LoadedConfig, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Heartbeat and per-sync figures, as stable keys (the JSON of `silta status`);
+    ``now`` (default: the clock) is when next runs are counted from."""
+    try:
+        state: StateStore | None = StateStore(loaded.state_dir, readonly=True)
+    except StateStoreError:
+        state = None
+    try:
+        return _collect(loaded, state, now)
+    finally:
+        if state is not None:
+            state.close()
+
+
+def _collect(loaded: LoadedConfig, state: StateStore | None, now: dt.datetime | None
+             ) -> dict[str, Any]:
+    conf = loaded.config
+    agent = agent_state(loaded, state)
     lake = open_lake(loaded)
     syncs = []
     for s in conf.syncs:
@@ -67,13 +90,14 @@ def collect_status(loaded: LoadedConfig) -> dict[str, Any]:
             "direction": "publish" if s.publishes else "ingest",
             "verified": run.get("verified"),
             "table": s.table, "table_version": version,
+            "next_run": _next(s.schedule, now) if s.enabled else None,
         })
-    return {"agent": agent, "syncs": syncs, "jobs": _jobs(loaded, state, lake),
+    return {"agent": agent, "syncs": syncs, "jobs": _jobs(loaded, state, lake, now),
             "alerts": _alerts(loaded, state)}
 
 
 def _alerts(loaded: LoadedConfig, state: StateStore | None) -> dict[str, Any]:
-    """Open alerts by severity, and the newest few of them."""
+    """Open alerts by severity, and the few most severe (newest first within a severity)."""
     from agent.alerts import OPEN, AlertBook
 
     if state is None:
@@ -84,12 +108,17 @@ def _alerts(loaded: LoadedConfig, state: StateStore | None) -> dict[str, Any]:
         by_severity[a["severity"]] = by_severity.get(a["severity"], 0) + 1
     latest = [{"alert": a["id"], "severity": a["severity"], "state": a["state"],
                "what": f"{a['monitor']} / {a['check']} / {a['target']}",
-               "since": a["first_seen"], "count": a["count"]} for a in found[:5]]
+               "since": a["first_seen"], "count": a["count"]}
+              for a in sorted(found, key=_most_severe)[:5]]
     return {"open": len(found), "by_severity": by_severity, "latest": latest}
 
 
-def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
-          ) -> list[dict[str, Any]]:
+def _most_severe(alert: dict[str, Any]) -> tuple[int, int]:
+    return {"critical": 0, "warning": 1}.get(alert["severity"], 2), -int(alert["id"])
+
+
+def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake,
+          now: dt.datetime | None) -> list[dict[str, Any]]:
     """Each training and prediction: its last run and the model version it names now."""
     from agent.ml.registry import ModelRegistry
 
@@ -121,6 +150,7 @@ def _jobs(loaded: LoadedConfig, state: StateStore | None, lake: DeltaLake
             "run_model": (f"{run['model']}@{run['model_version']}"
                           if run.get("model") and run.get("model_version") else None),
             "result": run.get("verified"), "error": run.get("error"),
+            "next_run": _next(job.schedule, now) if job.enabled else None,
         })
     return out
 

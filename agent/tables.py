@@ -9,30 +9,15 @@ import sys
 from agent.config import LoadedConfig
 from agent.output import print_json, print_table
 from agent.stores import open_lake
+from agent.table_view import table_summary
 from connectors.errors import NotFoundError, UsageError
 from connectors.lake import history_summary
 
 
 def table_rows(loaded: LoadedConfig, include_internal: bool = False) -> list[dict[str, object]]:
     lake = open_lake(loaded)
-    rows: list[dict[str, object]] = []
-    for name in lake.list_tables(include_internal=include_internal):
-        try:
-            table = lake.require(name)
-            last = table.history(limit=1)
-            summary = history_summary(last[0]) if last else {}
-            rows.append({
-                "table": name, "version": table.version(),
-                "rows": int(table.to_pyarrow_dataset().count_rows()),
-                "columns": len(table.schema().fields),
-                "last_commit": summary.get("timestamp"),
-                "last_operation": summary.get("operation"), "error": None,
-            })
-        except Exception as e:  # one unreadable table must not hide the others
-            rows.append({"table": name, "version": None, "rows": None, "columns": None,
-                         "last_commit": None, "last_operation": None,
-                         "error": f"unreadable: {str(e).splitlines()[0] if str(e) else e!r}"})
-    return rows
+    return [table_summary(lake, name)
+            for name in lake.list_tables(include_internal=include_internal)]
 
 
 def cmd_list(loaded: LoadedConfig, args: argparse.Namespace) -> int:

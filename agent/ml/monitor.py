@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
 from agent.jsonsafe import json_safe
@@ -50,7 +51,7 @@ from agent.ml.monitor_performance import check_performance
 from agent.ml.profile import Kind, is_numeric, profile_batches
 from agent.ml.registry import CHAMPION_ALIAS, ModelRegistry, ModelVersion
 from agent.outcome import JobOutcome
-from connectors.errors import NotFoundError, StoreError
+from connectors.errors import NotFoundError, SiltaError, StoreError
 from connectors.lake import DeltaLake
 from connectors.lake_changes import added_rows
 
@@ -424,3 +425,22 @@ def recorded_checks(lake: DeltaLake, monitor: str, run_id: str) -> list[dict[str
     return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else {},
              "severity": r["severity"] or "warning", "summary": r["summary"] or ""}
             for r in rows if r["status"] in ("ok", "breach")]
+
+
+def metric_history(lake: DeltaLake, alert: Mapping[str, Any], limit: int = 12
+                   ) -> list[dict[str, Any]]:
+    """An alert's figure over its monitor's latest ``limit`` runs, oldest first, from
+    ``_silta/metrics``; empty when the lake is away (the alert is still worth showing)."""
+    try:
+        table = lake.open(METRICS_TABLE)
+        if table is None:
+            return []
+        found = table.to_pyarrow_dataset().to_table(
+            columns=["measured_at", "run_id", "metric", "value", "threshold", "status"],
+            filter=(ds.field("monitor") == alert["monitor"])
+            & (ds.field("check") == alert["check"]) & (ds.field("target") == alert["target"]))
+    except SiltaError:
+        return []
+    rows = sorted(found.to_pylist(), key=lambda r: r["measured_at"])[-limit:]
+    return [{**r, "measured_at": r["measured_at"].isoformat(timespec="seconds")}
+            for r in rows]

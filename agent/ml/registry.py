@@ -174,6 +174,19 @@ class ModelRegistry:
     def _registry_rows(self, model: str | None = None) -> list[dict[str, Any]]:
         return self._rows(self.lake.open(REGISTRY_TABLE), model)
 
+    def overview(self) -> dict[str, tuple[list[ModelVersion], list[AliasChange]]]:
+        """Every model's versions and alias moves (both oldest first), each table read once
+        (a screen of all models must not read the registry once per model)."""
+        versions: dict[str, list[ModelVersion]] = {}
+        for r in self._registry_rows():
+            versions.setdefault(r["model"], []).append(_version_of(r))
+        moves: dict[str, list[AliasChange]] = {}
+        for r in self._rows(self.lake.open(ALIASES_TABLE)):
+            moves.setdefault(r["model"], []).append(_change_of(r))
+        return {m: (sorted(v, key=lambda x: x.version),
+                    sorted(moves.get(m, []), key=lambda c: c.seq))
+                for m, v in sorted(versions.items())}
+
     def models(self) -> list[str]:
         """Names of the models with at least one version, sorted."""
         return sorted({r["model"] for r in self._registry_rows()})

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 _SCRIPT = Path(sys.executable).with_name("silta")
 #: the console script when the venv has it, else the module (same code either way)
-SILTA: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "agent.cli"]
+SILTA: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tui"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

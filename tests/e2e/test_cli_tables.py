@@ -97,7 +97,7 @@ def test_status_json_before_any_run(tmp_path: Path) -> None:
                    "last_run": None, "outcome": None, "files": None, "rows": None,
                    "error": None, "total_files": 0, "total_rows": 0, "quarantined": 0,
                    "direction": "ingest", "verified": None,
-                   "table": "raw/t", "table_version": None}],
+                   "table": "raw/t", "table_version": None, "next_run": None}],
         "jobs": [],
         "alerts": {"open": 0, "by_severity": {}, "latest": []},
     }
@@ -121,12 +121,13 @@ def test_status_json_after_runs(lake: Lake) -> None:
                  "outcome": "ok", "files": 1, "rows": 4, "error": None, "total_files": 2,
                  "total_rows": 7, "quarantined": 0, "direction": "ingest",
                  "verified": "ok: rows read 4 = written 4", "table": "raw/t",
-                 "table_version": 1}
+                 "table_version": 1, "next_run": None}
     assert off == {"sync": "off", "enabled": False, "schedule": "*/5 * * * *", "watch": True,
                    "last_run": None, "outcome": None, "files": None, "rows": None,
                    "error": None, "total_files": 0, "total_rows": 0, "quarantined": 0,
                    "direction": "ingest", "verified": None,
-                   "table": "raw/off", "table_version": None}
+                   "table": "raw/off", "table_version": None,
+                   "next_run": None}  # disabled: it does not run
 
 
 def test_tables_list_json(lake: Lake) -> None:

@@ -692,10 +692,11 @@ def test_status_json_shows_trainings_and_predictions(lake: Lake) -> None:
          # for a training: the champion its model has now (v2 did not beat v1)
          "resolves_to": "coder@1",
          "outcome": "ok", "rows": forced["rows"], "run_model": "coder@2",
-         "result": forced["message"], "error": None},
+         "result": forced["message"], "error": None, "next_run": None},
         {"job": "predict:code_answers", "kind": "predict", "name": "code_answers",
          "enabled": True, "schedule": None, "model": "coder@champion",
          "resolves_to": "coder@1", "outcome": "ok", "rows": predicted["rows"],
-         "run_model": "coder@1", "result": predicted["message"], "error": None},
+         "run_model": "coder@1", "result": predicted["message"], "error": None,
+         "next_run": None},
     ]
     assert _versions(lake)[1]["aliases"] == ["champion"]
