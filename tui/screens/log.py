@@ -128,9 +128,18 @@ class LogScreen(SiltaScreen):
         note.set_class(missing, "-shown")
         self.agent_log.display = not missing
 
+    def _shown_path(self) -> str:
+        """The log's path, relative to the config's folder when it is inside it (short)."""
+        if self.path is None:
+            return "(none)"
+        try:
+            return str(self.path.relative_to(self.view.loaded.base))
+        except ValueError:
+            return str(self.path)
+
     def _title(self) -> None:
         log = self.agent_log
-        parts = [f"agent log {self.path or '(none)'}",
+        parts = [f"agent log {self._shown_path()}",
                  "following" if self.following else "paused (f follows)"]
         if log.pattern:
             parts.append(f"filter “{log.pattern}”: {log.line_count:,} of {len(log.kept):,}")
