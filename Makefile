@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 # Arrow's default allocator is 2-4x slower on these machines (SERVICES.md).
 export ARROW_DEFAULT_MEMORY_POOL := system
 
-.PHONY: install demo test check lint typecheck layers schema bench bench-predict bench-drift clean
+.PHONY: install demo test check lint typecheck layers schema bench bench-predict bench-drift bench-tui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-predict: install
 
 bench-drift: install
 	$(PY) bench/drift.py $(BENCH_ARGS)
+
+bench-tui: install
+	$(PY) bench/tui_start.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ from typing import Any
 from agent.alerts import OPEN, AlertBook
 from agent.config import LoadedConfig
 from agent.config_base import parse_duration
-from agent.ml.monitor import metric_history
+from agent.ml.metrics_history import metric_history
 from agent.output import print_json, print_table
 from agent.state import FILE_NAME, StateStore
 from agent.stores import open_lake

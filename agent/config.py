@@ -83,7 +83,7 @@ class TuiSection(_Model):
 
     refresh_seconds: float = Field(2.0, ge=0.5, le=3600)
     """How often the screen in view reloads its figures (in the background)."""
-    page_size: int = Field(100, ge=10, le=5000)
+    page_size: int = Field(50, ge=10, le=5000)
     """Rows per page of long lists (runs, alerts, tables); PgUp/PgDn turn pages."""
     keys: dict[str, str] = Field(default_factory=dict)
     """Key remaps by binding id, e.g. `{ "alerts.ack" = "k" }`; `?` in the TUI lists ids."""

@@ -22,8 +22,7 @@ def table_summary(lake: DeltaLake, name: str) -> dict[str, Any]:
         table = lake.require(name)
         last = table.history(limit=1)
         summary = history_summary(last[0]) if last else {}
-        return {"table": name, "version": table.version(),
-                "rows": int(table.to_pyarrow_dataset().count_rows()),
+        return {"table": name, "version": table.version(), "rows": _row_count(table),
                 "columns": len(table.schema().fields),
                 "last_commit": summary.get("timestamp"),
                 "last_operation": summary.get("operation"), "error": None}
@@ -33,13 +32,24 @@ def table_summary(lake: DeltaLake, name: str) -> dict[str, Any]:
                 "last_commit": None, "last_operation": None, "error": f"unreadable: {first}"}
 
 
-def _files(table: DeltaTable) -> dict[str, int]:
-    """Data file path -> its row count (from the log's statistics)."""
-    actions = pa.table(table.get_add_actions(flatten=True))
+def _row_count(table: DeltaTable) -> int:
+    """Rows from the log's per-file statistics (0.2 ms, where counting through a dataset
+    takes 20); a file written without statistics makes it count the dataset."""
+    counts = _files(table, exact=False)
+    if all(n is not None for n in counts.values()):
+        return sum(n or 0 for n in counts.values())
+    return int(table.to_pyarrow_dataset().count_rows())
+
+
+def _files(table: DeltaTable, exact: bool = True) -> dict[str, int | None]:
+    """Data file path -> its row count from the log's statistics (None: no statistics;
+    0 with ``exact``)."""
+    # from the C stream, not pa.table(): that one imports pandas (0.3 s) to rule it out
+    actions = pa.RecordBatchReader.from_stream(table.get_add_actions(flatten=True)).read_all()
     rows = (actions.column("num_records").to_pylist() if "num_records" in
             actions.column_names else [None] * actions.num_rows)
-    return {str(p): int(n or 0) for p, n in zip(actions.column("path").to_pylist(), rows,
-                                                  strict=True)}
+    return {str(p): (int(n) if n is not None else (0 if exact else None))
+            for p, n in zip(actions.column("path").to_pylist(), rows, strict=True)}
 
 
 def _sample(lake: DeltaLake, name: str, version: int, paths: list[str]) -> list[dict[str, Any]]:

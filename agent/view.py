@@ -13,8 +13,10 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from connectors.lake import DeltaLake, history_summary
 #: sync and publish runs that moved nothing: most of a busy agent's runs, hidden by default
 _IDLE = "(kind IN ('sync', 'publish') AND status='ok' AND rows=0 AND files=0)"
 ALERT_STATES = ("firing", "acknowledged", "resolved")
+SUMMARY_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,13 @@ class View:
         return [n for n in names if text.lower() in n.lower()] if text else names
 
     def table_summaries(self, names: Sequence[str]) -> list[dict[str, Any]]:
-        """Version, rows, columns and last commit of each of ``names`` (one page of them)."""
-        return [table_summary(self.lake, n) for n in names]
+        """Version, rows, columns and last commit of each of ``names`` (one page of them),
+        read side by side: each is a few small reads of its own log."""
+        if len(names) <= 1:
+            return [table_summary(self.lake, n) for n in names]
+        with ThreadPoolExecutor(min(SUMMARY_THREADS, len(names)),
+                                thread_name_prefix="summary") as pool:
+            return list(pool.map(partial(table_summary, self.lake), names))
 
     def table_history(self, name: str, limit: int = 200) -> list[dict[str, Any]]:
         return [history_summary(e) for e in self.lake.history(name, limit=limit)]
@@ -157,12 +165,12 @@ class View:
             if text and text.lower() not in model.lower():
                 continue
             aliases = {c.alias: c.version for c in moves}
-            out.append({"model": model, "versions": len(versions),
-                        "latest": versions[-1].version,
+            latest, created = versions[-1]
+            out.append({"model": model, "versions": len(versions), "latest": latest,
                         "champion": aliases.get(CHAMPION_ALIAS),
                         "challenger": aliases.get(CHALLENGER_ALIAS),
                         "waiting": waiting_in(moves),
-                        "updated_at": versions[-1].created_at.isoformat(timespec="seconds")})
+                        "updated_at": created.isoformat(timespec="seconds")})
         return out
 
     def model_versions(self, model: str) -> list[dict[str, Any]]:
@@ -277,7 +285,7 @@ class View:
     def alert_detail(self, alert_id: int, points: int = 30) -> dict[str, Any]:
         """The alert, its events and deliveries, and its figure over the monitor's runs."""
         from agent.alerts import AlertBook
-        from agent.ml.monitor import metric_history
+        from agent.ml.metrics_history import metric_history
 
         with self._state() as state:
             if state is None:

@@ -30,6 +30,43 @@ SCREENS = ["dashboard", "tables", "models", "runs", "alerts", "log"]
 GOAL_S = 1.0
 
 
+def floor() -> None:
+    """A bare Textual app with a 100-row table in five tabs: what any such UI costs here."""
+    started = time.monotonic()
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+    class Bare(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Static("x")
+            yield DataTable()
+            with TabbedContent():
+                for i in range(5):
+                    with TabPane(f"t{i}"):
+                        yield DataTable()
+            yield Footer()
+
+        def on_mount(self) -> None:
+            table = self.query_one(DataTable)
+            table.add_columns("a", "b", "c")
+            for i in range(100):
+                table.add_row(str(i), "x" * 10, "y" * 20)
+
+    imported = time.monotonic()
+    app = Bare()
+
+    async def measure() -> float:
+        t0 = time.monotonic()
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(3):
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            return time.monotonic() - t0
+
+    render = asyncio.run(measure())
+    print(RESULT_TAG + json.dumps({"render_s": render, "import_s": imported - started}))
+
+
 def child(config: str, screen: str) -> None:
     """Open ``screen`` headless at 120x40; print the time to its first full render."""
     started = time.monotonic()
@@ -75,12 +112,18 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs of each screen (median)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "tui_start")
     p.add_argument("--child", nargs=2, metavar=("CONFIG", "SCREEN"), help=argparse.SUPPRESS)
+    p.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(*args.child)
         return
+    if args.floor:
+        floor()
+        return
     worlds = {"small": build(args.out / "small", 10, 4, 5),
               "big": build(args.out / "big", args.runs, args.versions, args.tables)}
+    bare = [run_child([sys.executable, __file__, "--floor"], ROOT) for _ in range(args.repeat)]
+    floor_s = statistics.median(b["render_s"] for b in bare)
     rows = []
     for screen in SCREENS:
         figures = {}
@@ -88,17 +131,19 @@ def main() -> None:
             found = [run_child([sys.executable, __file__, "--child", str(config), screen],
                                ROOT) for _ in range(args.repeat)]
             figures[name] = {k: statistics.median(f[k] for f in found)
-                             for k in ("render_s", "seconds", "rss_mib")}
+                             for k in ("render_s", "seconds", "rss_mib", "import_s")}
         rows.append((screen, figures))
-    print(f"\n| screen | small render s | big render s | ratio big/small | big process s "
-          f"(imports incl.) | big RSS MiB | goal < {GOAL_S:g} s |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print(f"\n| screen | small render s | big render s | ratio big/small | ratio big/bare "
+          f"Textual | big: imports s | big: process s | big RSS MiB | render < {GOAL_S:g} s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for screen, f in rows:
         small, big = f["small"], f["big"]
         print(f"| {screen} | {small['render_s']:.3f} | {big['render_s']:.3f} | "
-              f"{big['render_s'] / small['render_s']:.2f}x | {big['seconds']:.2f} | "
-              f"{big['rss_mib']:.0f} | {'met' if big['render_s'] < GOAL_S else 'MISSED'} |")
-    print(f"\nmedian of {args.repeat} runs per screen and world; each in a child process")
+              f"{big['render_s'] / small['render_s']:.2f}x | {big['render_s'] / floor_s:.2f}x | "
+              f"{big['import_s']:.2f} | {big['seconds']:.2f} | {big['rss_mib']:.0f} | "
+              f"{'met' if big['render_s'] < GOAL_S else 'MISSED'} |")
+    print(f"\nbare Textual app (a 100-row table, five tabs): {floor_s:.3f} s to render")
+    print(f"median of {args.repeat} runs per screen and world; each in a child process")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ class TuiSettings:
     read_only: bool = False
     """Browse only: every action is hidden and refused."""
     refresh_seconds: float = 2.0
-    page_size: int = 100
+    page_size: int = 50
     keys: dict[str, str] = field(default_factory=dict)
     """Key remaps by binding id (``[tui] keys``)."""
     clock: Callable[[], dt.datetime] = _utc_now

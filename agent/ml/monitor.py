@@ -36,6 +36,7 @@ from deltalake import DeltaTable
 from agent.jsonsafe import json_safe
 from agent.ml.config import DEFAULT_MIN_CONFIDENCE, ModelConfig
 from agent.ml.drift import count_values
+from agent.ml.metrics_history import METRICS_TABLE
 from agent.ml.monitor_checks import (
     Findings,
     check_confidence,
@@ -51,13 +52,12 @@ from agent.ml.monitor_performance import check_performance
 from agent.ml.profile import Kind, is_numeric, profile_batches
 from agent.ml.registry import CHAMPION_ALIAS, ModelRegistry, ModelVersion
 from agent.outcome import JobOutcome
-from connectors.errors import NotFoundError, SiltaError, StoreError
+from connectors.errors import NotFoundError, StoreError
 from connectors.lake import DeltaLake
 from connectors.lake_changes import added_rows
 
 log = logging.getLogger("silta.monitor")
 
-METRICS_TABLE = "_silta/metrics"
 METRICS_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("monitor", pa.string()), ("model", pa.string()),
     ("model_version", pa.int64()), ("check", pa.string()), ("target", pa.string()),
@@ -78,7 +78,6 @@ def app_id(monitor: str) -> str:
 
 # -- windows ----------------------------------------------------------------------------
 def _windows_in(table: DeltaTable, monitor: str) -> dict[str, int]:
-    import pyarrow.dataset as ds
 
     found = table.to_pyarrow_dataset().to_table(
         columns=["target", "value", "measured_at"],
@@ -414,7 +413,6 @@ def recorded_checks(lake: DeltaLake, monitor: str, run_id: str) -> list[dict[str
     table = lake.open(METRICS_TABLE)
     if table is None:
         return None
-    import pyarrow.dataset as ds
 
     rows = table.to_pyarrow_dataset().to_table(
         columns=["check", "target", "status", "severity", "summary", "value", "threshold",
@@ -426,21 +424,3 @@ def recorded_checks(lake: DeltaLake, monitor: str, run_id: str) -> list[dict[str
              "severity": r["severity"] or "warning", "summary": r["summary"] or ""}
             for r in rows if r["status"] in ("ok", "breach")]
 
-
-def metric_history(lake: DeltaLake, alert: Mapping[str, Any], limit: int = 12
-                   ) -> list[dict[str, Any]]:
-    """An alert's figure over its monitor's latest ``limit`` runs, oldest first, from
-    ``_silta/metrics``; empty when the lake is away (the alert is still worth showing)."""
-    try:
-        table = lake.open(METRICS_TABLE)
-        if table is None:
-            return []
-        found = table.to_pyarrow_dataset().to_table(
-            columns=["measured_at", "run_id", "metric", "value", "threshold", "status"],
-            filter=(ds.field("monitor") == alert["monitor"])
-            & (ds.field("check") == alert["check"]) & (ds.field("target") == alert["target"]))
-    except SiltaError:
-        return []
-    rows = sorted(found.to_pylist(), key=lambda r: r["measured_at"])[-limit:]
-    return [{**r, "measured_at": r["measured_at"].isoformat(timespec="seconds")}
-            for r in rows]

@@ -174,17 +174,25 @@ class ModelRegistry:
     def _registry_rows(self, model: str | None = None) -> list[dict[str, Any]]:
         return self._rows(self.lake.open(REGISTRY_TABLE), model)
 
-    def overview(self) -> dict[str, tuple[list[ModelVersion], list[AliasChange]]]:
-        """Every model's versions and alias moves (both oldest first), each table read once
-        (a screen of all models must not read the registry once per model)."""
-        versions: dict[str, list[ModelVersion]] = {}
-        for r in self._registry_rows():
-            versions.setdefault(r["model"], []).append(_version_of(r))
+    def overview(self) -> dict[str, tuple[list[tuple[int, dt.datetime]], list[AliasChange]]]:
+        """Every model's (version, created_at) pairs and alias moves, both oldest first.
+
+        Each table is read once and only the columns needed, so a screen of all models
+        costs the same with 10 versions as with 1,000 (no JSON fields decoded).
+        """
+        versions: dict[str, list[tuple[int, dt.datetime]]] = {}
+        table = self.lake.open(REGISTRY_TABLE)
+        if table is not None:
+            data = table.to_pyarrow_dataset().to_table(
+                columns=["model", "version", "created_at"])
+            for model, version, created in zip(*(data.column(c).to_pylist() for c in
+                                                 ("model", "version", "created_at")),
+                                               strict=True):
+                versions.setdefault(model, []).append((int(version), created))
         moves: dict[str, list[AliasChange]] = {}
         for r in self._rows(self.lake.open(ALIASES_TABLE)):
             moves.setdefault(r["model"], []).append(_change_of(r))
-        return {m: (sorted(v, key=lambda x: x.version),
-                    sorted(moves.get(m, []), key=lambda c: c.seq))
+        return {m: (sorted(v), sorted(moves.get(m, []), key=lambda c: c.seq))
                 for m, v in sorted(versions.items())}
 
     def models(self) -> list[str]:

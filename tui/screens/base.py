@@ -81,18 +81,26 @@ class SiltaScreen(Screen[None]):
             self.reload()
 
     def reload(self) -> None:
+        self._beat()
         self._load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="heartbeat",
+          description="reading the agent's heartbeat")
+    def _beat(self) -> None:
+        agent = self.view.heartbeat()
+        self.app.call_from_thread(self._show_agent, agent)
+
+    def _show_agent(self, agent: dict[str, Any]) -> None:
+        self.query_one(AgentBar).update_agent(agent, read_only=self.settings.read_only,
+                                              now=self.settings.clock())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load",
           description="reading the state store and the lake")
     def _load(self) -> None:
-        agent = self.view.heartbeat()
         data = self.load()
-        self.app.call_from_thread(self._loaded, agent, data)
+        self.app.call_from_thread(self._loaded, data)
 
-    def _loaded(self, agent: dict[str, Any], data: Any) -> None:
-        self.query_one(AgentBar).update_agent(agent, read_only=self.settings.read_only,
-                                              now=self.settings.clock())
+    def _loaded(self, data: Any) -> None:
         self.query_one("#problem", Static).remove_class("-shown")
         self.show(data)
 
