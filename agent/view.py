@@ -109,7 +109,7 @@ class View:
         for job, run in running.items():
             live = progress.get(f"sync:{run['name']}" if run["kind"] in ("sync", "publish")
                                 else job)
-            if live is not None and live["updated_at"] <= run["started_at"]:
+            if live is not None and live["updated_at"] < run["started_at"]:
                 live = None  # figures of an earlier run of the same job
             now.append({"job": job, "run_id": run["id"], "started_at": run["started_at"],
                         "trigger": run["trigger"], "progress": live})

@@ -183,7 +183,7 @@ def test_sync_run_while_the_agent_runs_is_queued_for_it(tmp_path: Path) -> None:
             return rows[0] if rows and rows[0]["status"] == "done" else None
 
         command = wait_for("the command to be marked done", finished, timeout=10)
-        assert (command["kind"], command["result"]) == ("sync.run", "queued a run")
+        assert (command["kind"], command["result"]) == ("sync.run", "queued a run of sync:m")
         # the table holds the rows a moment before the run is closed in the state store
         runs = wait_for("the run of m to be closed", lambda: [
             r for r in ledger(tmp_path / "state",

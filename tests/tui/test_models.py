@@ -242,17 +242,19 @@ async def test_a_thousand_versions_are_paged(tmp_path: Path,
         assert [cells(models, i)[:3] for i in range(models.row_count)] == [
             ["industry_coder", "1,000", "v1000"], ["occupation_coder", "1,000", "v1000"]]
         table = pilot.app.screen.query_one(VersionTable)
-        assert table.row_count == 100 and table.page_label == "1-100 of 1,000"
+        size = loaded.config.tui.page_size  # 50 by default
+        assert table.row_count == size and table.page_label == f"1-{size} of 1,000"
         assert table.rows_shown[0]["version"] == 1000
         await pilot.press("right_square_bracket")
         await settle(pilot)
-        assert table.row_count == 100 and table.page_label == "101-200 of 1,000"
-        assert [r["version"] for r in table.rows_shown[:2]] == [900, 899]
+        assert table.row_count == size
+        assert table.page_label == f"{size + 1}-{2 * size} of 1,000"
+        assert [r["version"] for r in table.rows_shown[:2]] == [1000 - size, 999 - size]
         # the other model: its own versions, from its first page
         models.focus()
         await pilot.press("down")
         await settle(pilot)
-        assert table.page_label == "1-100 of 1,000"
+        assert table.page_label == f"1-{size} of 1,000"
         assert str(table.border_title) == "versions of occupation_coder"
 
 
