@@ -13,6 +13,7 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 
 from agent.config import LoadedConfig
 from agent.view import View
@@ -72,6 +73,16 @@ class SiltaApp(App[int]):
         about = self.screen.HELP if isinstance(self.screen, SiltaScreen) else ""
         app_bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
         self.push_screen(HelpScreen(self.screen, app_bindings, about))
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification as plain text: they quote names, typed text and the agent's
+        sentences, none of which may be read as markup (``markup`` is ignored)."""
+        if timeout is None:
+            super().notify(message, title=title, severity=severity, markup=False)
+        else:
+            super().notify(message, title=title, severity=severity, timeout=timeout,
+                           markup=False)
 
     def open_runs_of(self, job: str) -> None:
         """The runs screen, filtered to ``job`` (``kind:name``)."""

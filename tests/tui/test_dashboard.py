@@ -231,3 +231,14 @@ async def test_the_agent_line_says_when_the_agent_was_never_started(
         assert "never started" in str(pilot.app.screen.query_one(AgentBar).render())
         jobs = pilot.app.screen.query_one("#jobs", JobsTable)
         assert [_cells(jobs, i)[2] for i in range(jobs.row_count)] == ["never"] * 3
+
+
+async def test_notifications_never_read_markup(tmp_path: Path,
+                                               app_for: Callable[..., SiltaApp]) -> None:
+    loaded = load_config(build_world(tmp_path))
+    async with app_for(loaded).run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        pilot.app.screen.notify("table [red]boom[/] and [unclosed", title="x")
+        await pilot.pause()
+        shown = list(pilot.app._notifications)[-1]  # Textual keeps them here (8.2.8)
+        assert (shown.message, shown.markup) == ("table [red]boom[/] and [unclosed", False)
