@@ -219,6 +219,8 @@ cmd_lineage = _subcommand("runs_cli", lambda a: "lineage")
 cmd_jobs = _subcommand("jobs_cli", lambda a: str(a.jobs_cmd))
 cmd_monitors = _subcommand("monitors_cli", lambda a: str(a.monitors_cmd))
 cmd_alerts = _subcommand("alerts_cli", lambda a: str(a.alerts_cmd))
+cmd_health = _subcommand("health", lambda a: "health")
+cmd_service = _subcommand("service_unit", lambda a: str(a.service_cmd))
 
 
 def cmd_demo_init(args: argparse.Namespace) -> int:
@@ -268,6 +270,21 @@ def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="run every sync once and exit (1 if any batch failed)")
     run.set_defaults(func=cmd_agent_run)
+    health = ag_sub.add_parser("health", parents=[common, as_json],
+                               help="exit 0 when the agent is alive and its jobs are well, 1 "
+                               "otherwise (for monitoring systems)")
+    health.add_argument("--max-failed", type=_non_negative, default=0, metavar="N",
+                        help="jobs whose last run failed that still count as healthy "
+                        "(default 0)")
+    health.set_defaults(func=cmd_health)
+
+    sv = sub.add_parser("service", help="run the agent under systemd")
+    sv_sub = sv.add_subparsers(dest="service_cmd", required=True, parser_class=_Parser)
+    unit = sv_sub.add_parser("unit", parents=[common],
+                             help="print the systemd unit for this install (paths filled in)")
+    unit.add_argument("--user", default=None, help="the account the agent runs as "
+                      "(default: the one running this command)")
+    unit.set_defaults(func=cmd_service)
 
     sy = sub.add_parser("sync", help="syncs")
     sy_sub = sy.add_subparsers(dest="sync_cmd", required=True, parser_class=_Parser)

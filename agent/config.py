@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 ENV_VAR = "SILTA_CONFIG"
 DEFAULT_FILE = "silta.toml"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_REF = re.compile(r"\$\{(credential:[A-Za-z0-9_][A-Za-z0-9_.-]*|[A-Za-z_][A-Za-z0-9_]*)\}")
+#: where systemd puts the service's credentials (`LoadCredential=NAME:/path`)
+CREDENTIALS_VAR = "CREDENTIALS_DIRECTORY"
 
 
 
@@ -510,6 +512,8 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], problems: list[tuple[tup
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
+            if name.startswith("credential:"):
+                return _credential(name.removeprefix("credential:"), loc, problems)
             if name not in os.environ:
                 problems.append((loc, f"environment variable {name} is not set; export it "
                                       "or reference a file with a `*_file` key"))
@@ -522,6 +526,22 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], problems: list[tuple[tup
     if isinstance(value, list):
         return [_expand_env(v, (*loc, i), problems) for i, v in enumerate(value)]
     return value
+
+
+def _credential(name: str, loc: tuple[str | int, ...],
+                problems: list[tuple[tuple[str | int, ...], str]]) -> str:
+    """``${credential:NAME}``: the file NAME in systemd's ``$CREDENTIALS_DIRECTORY``."""
+    folder = os.environ.get(CREDENTIALS_VAR)
+    if not folder:
+        problems.append((loc, f"${{credential:{name}}} needs ${CREDENTIALS_VAR}, which systemd "
+                              f"sets for `LoadCredential={name}:/path/to/secret` in the unit; "
+                              "outside systemd use ${ENV} or a `*_file` key"))
+        return ""
+    if "/" in name or name in (".", ".."):
+        problems.append((loc, f"credential name {name!r} must not contain '/'"))
+        return ""
+    text = _read_secret(str(Path(folder) / name), Path(folder), loc, problems)
+    return "" if text is None else text
 
 
 def _read_secret(value: str, base: Path, loc: tuple[str | int, ...],

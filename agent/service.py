@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -44,6 +45,14 @@ from agent.outcome import JobOutcome, SyncOutcome
 from agent.progress import ProgressRecorder
 from agent.runs import flush_quietly
 from agent.scheduling import Scheduler, missed_fire
+from agent.sdnotify import (
+    SystemdNotify,
+    job_label,
+    ready_status,
+    running_status,
+    unreadable_tables,
+    wait_for_lake,
+)
 from agent.state import StateStore, now
 from agent.stores import Store, open_lake, open_store
 from agent.sync import SyncEngine
@@ -253,9 +262,17 @@ class Agent:
             return 1 if any(o.failed for o in outcomes) else 0
 
     def run_forever(self) -> int:
+        sd = SystemdNotify()  # $NOTIFY_SOCKET: READY=1, WATCHDOG=1, STATUS=, STOPPING=1
         with InstanceLock(self.loaded.state_dir):
             state, engine, ml = self._build()
             self._install_signals()
+            # READY=1 waits for the lake too (agent/sdnotify.py says why)
+            if not wait_for_lake(engine.lake, self.stop, sd):
+                sd.stopping("stopping: stopped before the lake answered")
+                log.info("agent %s stopped before the lake answered", self.name)
+                return 0
+            syncs = [s for s in self.config.syncs if s.enabled]
+            unreadable = unreadable_tables(engine.lake, syncs)
             agent = self.config.agent
             dispatcher = Dispatcher(self._runner(engine, ml), agent.sync_workers,
                                     agent.ml_workers, self.stop, self._record)
@@ -263,6 +280,7 @@ class Agent:
             commands = self._context(engine, ml, dispatcher)
             scheduler, watcher = Scheduler(), FolderWatcher()
             notifier = Notifier(ml.book, self.config.alerts)
+            watched = 0
             for job in self.graph.enabled():
                 if job.schedule:
                     scheduler.add_cron(job.id, job.schedule,
@@ -276,6 +294,7 @@ class Agent:
                     if root is not None:
                         watcher.watch(root, partial(dispatcher.request, job.id,
                                                     "file-arrival", 0.5))
+                        watched += 1
             self._catch_up(state, dispatcher)
             for job_id, alert in self._recovered:
                 dispatcher.request(job_id, f"alert:{alert}")
@@ -287,9 +306,11 @@ class Agent:
                      len(self.config.syncs), len(self.config.trainings),
                      len(self.config.predictions), len(self.config.monitors))
             self._beat(state, "running")
+            sd.ready(ready_status(len(syncs), len(self.graph.enabled()), watched, unreadable))
             try:
-                self._loop(state, engine, dispatcher, commands)
+                self._loop(state, engine, dispatcher, commands, sd, unreadable)
             finally:
+                sd.stopping()
                 log.info("agent %s stopping: finishing in-flight work", self.name)
                 self._beat(state, "stopping")
                 scheduler.shutdown()
@@ -328,14 +349,24 @@ class Agent:
                 dispatcher.request(job.id, "startup-scan")
 
     def _loop(self, state: StateStore, engine: SyncEngine, dispatcher: Dispatcher,
-              commands: CommandContext) -> None:
+              commands: CommandContext, sd: SystemdNotify, unreadable: list[str]) -> None:
         beat_every = self.config.agent.heartbeat_seconds
+        poll = sd.loop_seconds(COMMAND_POLL_SECONDS)  # shorter if the watchdog needs it
         last_beat = last_rescan = 0.0
         clock = 0.0
-        while not self.stop.wait(COMMAND_POLL_SECONDS):
-            clock += COMMAND_POLL_SECONDS
+        seen, finished = 0, 0.0  # outcomes counted so far; when the last one came
+        while not self.stop.wait(poll):
+            clock += poll
+            sd.watchdog()  # from this loop itself: when it is stuck, systemd restarts us
+            with self._out_lock:
+                done = len(self.outcomes)
+                last = job_label(self.outcomes[-1]) if self.outcomes else None
+            if done != seen:
+                seen, finished = done, time.monotonic()
             if clock - last_beat >= beat_every:
                 self._beat(state, "running")
+                sd.status(running_status(len(dispatcher._running), last,
+                                         time.monotonic() - finished, unreadable))
                 last_beat = clock
             if clock - last_rescan >= RESCAN_SECONDS:
                 # Events can be lost (network mounts give none): rescan watched syncs.
