@@ -20,8 +20,9 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -64,6 +65,7 @@ from connectors.names import safe_display
 log = logging.getLogger("silta.agent")
 RESCAN_SECONDS = 60.0
 COMMAND_POLL_SECONDS = 1.0
+OUTCOMES_KEPT = 10_000
 
 
 Outcome = SyncOutcome | JobOutcome
@@ -88,7 +90,6 @@ class Dispatcher:
         self._running: set[str] = set()
         self._again: dict[str, str] = {}
         self._timers: dict[str, threading.Timer] = {}
-        self.futures: list[Future[Outcome]] = []
 
     def request(self, job_id: str, trigger: str, delay: float = 0.0) -> None:
         if self.cancel.is_set():
@@ -108,7 +109,7 @@ class Dispatcher:
                 return
             self._running.add(job_id)
         pool = self._pools["sync" if job_id.startswith("sync:") else "ml"]
-        self.futures.append(pool.submit(self._run, job_id, trigger))
+        pool.submit(self._run, job_id, trigger)  # _run reports through on_done
 
     def _fire_timer(self, job_id: str, trigger: str) -> None:
         with self._lock:
@@ -131,6 +132,12 @@ class Dispatcher:
         with self._lock:
             return bool(self._running)
 
+    @property
+    def in_flight(self) -> int:
+        """How many jobs run now."""
+        with self._lock:
+            return len(self._running)
+
     def shutdown(self) -> None:
         with self._lock:
             for t in self._timers.values():
@@ -150,7 +157,9 @@ class Agent:
         self.name = self.config.agent.name
         self.stop = threading.Event()
         self.started_at = now()
-        self.outcomes: list[Outcome] = []
+        #: the latest outcomes (a service runs for months: bounded), and how many in all
+        self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
+        self.finished = 0
         self._out_lock = threading.Lock()
         self._dispatcher: Dispatcher | None = None
         self._has_version: Callable[[str], bool] = lambda model: True
@@ -159,6 +168,7 @@ class Agent:
         #: slow commands (replays) on threads of their own, by command id
         self._slow: dict[int, dict[str, Any]] = {}
         self._slow_lock = threading.Lock()
+        self._flushing: threading.Thread | None = None
 
     # -- assembly ---------------------------------------------------------------------
     def _build(self) -> tuple[StateStore, SyncEngine, MlJobRunner]:
@@ -193,6 +203,7 @@ class Agent:
     def _record(self, job_id: str, outcome: Outcome) -> None:
         with self._out_lock:
             self.outcomes.append(outcome)
+            self.finished += 1
         if self.stop.is_set() or self._dispatcher is None:
             return
         if isinstance(outcome, SyncOutcome) and outcome.next_check is not None:
@@ -359,13 +370,13 @@ class Agent:
             clock += poll
             sd.watchdog()  # from this loop itself: when it is stuck, systemd restarts us
             with self._out_lock:
-                done = len(self.outcomes)
+                done = self.finished
                 last = job_label(self.outcomes[-1]) if self.outcomes else None
             if done != seen:
                 seen, finished = done, time.monotonic()
             if clock - last_beat >= beat_every:
                 self._beat(state, "running")
-                sd.status(running_status(len(dispatcher._running), last,
+                sd.status(running_status(dispatcher.in_flight, last,
                                          time.monotonic() - finished, unreadable))
                 last_beat = clock
             if clock - last_rescan >= RESCAN_SECONDS:
@@ -373,10 +384,18 @@ class Agent:
                 for s in self.config.syncs:
                     if s.enabled and s.watch:
                         dispatcher.request(f"sync:{s.name}", "rescan")
-                # Run records the lake refused earlier (it was away) are written now.
-                flush_quietly(state, engine.lake)
+                # Run records the lake refused earlier (it was away) are written now, off
+                # this loop: a lake that hangs must not starve the watchdog.
+                self._flush_in_background(state, engine)
                 last_rescan = clock
             self._commands(state, commands)
+
+    def _flush_in_background(self, state: StateStore, engine: SyncEngine) -> None:
+        if self._flushing is not None and self._flushing.is_alive():
+            return  # the previous flush still waits for the lake
+        self._flushing = threading.Thread(target=flush_quietly, args=(state, engine.lake),
+                                          daemon=True, name="flush-runs")
+        self._flushing.start()
 
     # -- operator commands (agent/commands.py) -----------------------------------------
     def _context(self, engine: SyncEngine, ml: MlJobRunner, dispatcher: Dispatcher | None
