@@ -35,6 +35,7 @@ log = logging.getLogger("silta.alerts")
 
 Status = Literal["ok", "breach", "insufficient", "error"]
 OPEN = ("firing", "acknowledged")
+STATES = (*OPEN, "resolved")
 #: the end of the latest silence in force, by fingerprint
 _SILENCES_IN_FORCE = ("SELECT fingerprint, MAX(until) FROM silences WHERE until > ? "
                       "GROUP BY fingerprint")

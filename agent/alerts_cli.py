@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from agent.alerts import OPEN, AlertBook
+from agent.alerts import OPEN, STATES, AlertBook
 from agent.config import LoadedConfig
 from agent.config_base import parse_duration
 from agent.ml.metrics_history import metric_history
@@ -15,8 +15,6 @@ from agent.state import FILE_NAME, StateStore
 from agent.stores import open_lake
 from connectors.errors import NotFoundError, UsageError
 from connectors.names import safe_display
-
-STATES = ("firing", "acknowledged", "resolved")
 
 
 def _book(loaded: LoadedConfig, *, write: bool = False) -> AlertBook:

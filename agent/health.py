@@ -40,25 +40,20 @@ def check_health(loaded: LoadedConfig, max_failed: int = 0,
                   f"{loaded.config.agent.heartbeat_seconds:g} s expected) or its lock is free")
     checks.append({"check": f"agent {agent['name']}", "ok": bool(agent["alive"]),
                    "detail": detail})
-    failed = []
-    for job in [*({**s, "job": f"sync:{s['sync']}"} for s in status["syncs"]),
-                *status["jobs"]]:
-        if not job["enabled"] or job["outcome"] != "failed":
-            continue
-        failed.append(job["job"])
-        error = (job.get("error") or "no error recorded").splitlines()[0]
-        checks.append({"check": job["job"], "ok": None,
-                       "detail": f"last run failed {ago(job['last_run'], now)}: {error}"})
+    jobs = [*({**s, "job": f"sync:{s['sync']}"} for s in status["syncs"]), *status["jobs"]]
+    failed = [j for j in jobs if j["enabled"] and j["outcome"] == "failed"]
     jobs_ok = len(failed) <= max_failed
-    for c in checks[1:]:
-        c["ok"] = jobs_ok
+    for job in failed:
+        error = (job.get("error") or "no error recorded").splitlines()[0]
+        checks.append({"check": job["job"], "ok": jobs_ok,
+                       "detail": f"last run failed {ago(job['last_run'], now)}: {error}"})
     if not failed:
         checks.append({"check": "jobs", "ok": True,
                        "detail": f"no enabled job's last run failed ({len(status['syncs'])} "
                                  f"sync(s), {len(status['jobs'])} other job(s))"})
     alerts = status["alerts"]
     return {"healthy": bool(agent["alive"]) and jobs_ok, "checks": checks,
-            "failed_jobs": failed, "max_failed": max_failed,
+            "failed_jobs": [j["job"] for j in failed], "max_failed": max_failed,
             "open_alerts": alerts.get("by_severity", {})}
 
 

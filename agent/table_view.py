@@ -5,6 +5,7 @@ Headless and read-only (the CLI's `tables list` and the TUI's tables screen use 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -35,20 +36,23 @@ def table_summary(lake: DeltaLake, name: str) -> dict[str, Any]:
 def _row_count(table: DeltaTable) -> int:
     """Rows from the log's per-file statistics (0.2 ms, where counting through a dataset
     takes 20); a file written without statistics makes it count the dataset."""
-    counts = _files(table, exact=False)
-    if all(n is not None for n in counts.values()):
-        return sum(n or 0 for n in counts.values())
-    return int(table.to_pyarrow_dataset().count_rows())
+    counts = _files(table).values()
+    if None in counts:
+        return int(table.to_pyarrow_dataset().count_rows())
+    return _total(counts)
 
 
-def _files(table: DeltaTable, exact: bool = True) -> dict[str, int | None]:
-    """Data file path -> its row count from the log's statistics (None: no statistics;
-    0 with ``exact``)."""
+def _total(counts: Iterable[int | None]) -> int:
+    return sum(n or 0 for n in counts)
+
+
+def _files(table: DeltaTable) -> dict[str, int | None]:
+    """Data file path -> its row count from the log's statistics (None: no statistics)."""
     # from the C stream, not pa.table(): that one imports pandas (0.3 s) to rule it out
     actions = pa.RecordBatchReader.from_stream(table.get_add_actions(flatten=True)).read_all()
     rows = (actions.column("num_records").to_pylist() if "num_records" in
             actions.column_names else [None] * actions.num_rows)
-    return {str(p): (int(n) if n is not None else (0 if exact else None))
+    return {str(p): None if n is None else int(n)
             for p, n in zip(actions.column("path").to_pylist(), rows, strict=True)}
 
 
@@ -88,9 +92,9 @@ def table_diff(lake: DeltaLake, name: str, older: int, newer: int) -> dict[str, 
     return {
         "table": name, "older": older, "newer": newer,
         "files_added": len(added), "files_removed": len(removed),
-        "rows_added": sum(after[p] for p in added),
-        "rows_removed": sum(before[p] for p in removed),
-        "rows_before": sum(before.values()), "rows_after": sum(after.values()),
+        "rows_added": _total(after[p] for p in added),
+        "rows_removed": _total(before[p] for p in removed),
+        "rows_before": _total(before.values()), "rows_after": _total(after.values()),
         "columns_added": sorted(c for c in schema_b if c not in schema_a),
         "columns_removed": sorted(c for c in schema_a if c not in schema_b),
         "columns_retyped": sorted((c, schema_a[c], schema_b[c]) for c in schema_a

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from agent.alerts import OPEN, STATES, AlertBook
 from agent.commands import COMMAND_KINDS, validate
 from agent.config import LoadedConfig
 from agent.state import FILE_NAME, StateStore
@@ -30,8 +31,9 @@ from connectors.lake import DeltaLake, history_summary
 
 #: sync and publish runs that moved nothing: most of a busy agent's runs, hidden by default
 _IDLE = "(kind IN ('sync', 'publish') AND status='ok' AND rows=0 AND files=0)"
-ALERT_STATES = ("firing", "acknowledged", "resolved")
 SUMMARY_THREADS = 8
+#: every state an alert can be in (the TUI's "all")
+ALERT_STATES = STATES
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,6 @@ class View:
             progress = state.progress() if state is not None else {}
             running = ({r["kind"] + ":" + r["name"]: r for r in state.query(
                 "SELECT * FROM runs WHERE status='running'")} if state is not None else {})
-            queued = (int(state.query("SELECT COUNT(*) FROM commands WHERE status IN "
-                                      "('queued', 'running')")[0][0]) if state else 0)
         now = []
         for job, run in running.items():
             live = progress.get(f"sync:{run['name']}" if run["kind"] in ("sync", "publish")
@@ -115,7 +115,6 @@ class View:
                         "trigger": run["trigger"], "progress": live})
         status["running"] = sorted(now, key=lambda r: r["started_at"])
         status["recent"] = self.runs(limit=8).rows
-        status["commands_waiting"] = queued
         return status
 
     # -- tables -----------------------------------------------------------------------
@@ -270,11 +269,9 @@ class View:
         return None
 
     # -- alerts -----------------------------------------------------------------------
-    def alerts(self, *, states: Sequence[str] = ("firing", "acknowledged"), text: str = "",
+    def alerts(self, *, states: Sequence[str] = OPEN, text: str = "",
                offset: int = 0, limit: int = 100) -> Page:
         """Alerts in ``states``, most severe and newest first, one page."""
-        from agent.alerts import AlertBook
-
         with self._state() as state:
             if state is None:
                 return Page([], 0, offset, limit)
@@ -284,7 +281,6 @@ class View:
 
     def alert_detail(self, alert_id: int, points: int = 30) -> dict[str, Any]:
         """The alert, its events and deliveries, and its figure over the monitor's runs."""
-        from agent.alerts import AlertBook
         from agent.ml.metrics_history import metric_history
 
         with self._state() as state:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from rich.text import Text
 
 from connectors.names import safe_display
@@ -23,11 +22,6 @@ def plain(value: Any, style: str = "", *, lines: bool = False) -> Text:
         return Text("\n".join(safe_display(line) for line in str(value).splitlines()),
                     style=style)
     return Text(safe_display(str(value)), style=style)
-
-
-def esc(value: Any) -> str:
-    """``value`` escaped for a markup string (``Static``'s default)."""
-    return escape(safe_display("-" if value is None else str(value)))
 
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
