@@ -78,6 +78,10 @@ class AgentSection(_Model):
     ml_stop_grace_seconds: float = Field(30.0, ge=0, le=3600)
     """On shutdown, how long running ML jobs may go on before their worker is stopped
     (both are safe to stop: a stopped run is repeated, never doubled)."""
+    compact_min_files: int = Field(20, ge=0, le=1_000_000)
+    """Compact a table the agent writes (sync targets, predictions) once its latest version
+    has this many small files, and checkpoint it: reads of a table synced every few
+    seconds stay fast. The rewrite changes no data and keeps time travel; 0: never."""
 
 
 class TuiSection(_Model):

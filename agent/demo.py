@@ -167,6 +167,15 @@ def generate_drift(seed: int, files: int, rows: int) -> list[tuple[str, bytes, d
     return _month(random.Random(seed + 4), Q4, files, rows)
 
 
+def later_answers(seed: int, index: int, rows: int) -> tuple[str, bytes]:
+    """One more export file of answers like Q3's (the soak benchmark's steady stream):
+    file ``index`` has response ids of its own, so every file is a new unit."""
+    month = Month("2026Q3", START + dt.timedelta(minutes=index), 900_001 + index * rows,
+                  OCCUPATIONS, LANG_WEIGHTS, None, "coded/unused.csv")
+    (_, content, _), _coded = _month(random.Random(seed * 100_003 + index), month, 1, rows)
+    return f"responses/stream_{index:06d}.csv", content
+
+
 INDUSTRIES = [("47111", "Retail sale in non-specialised stores"),
               ("62010", "Computer programming"), ("86101", "General hospital activities"),
               ("41200", "Construction of buildings"), ("56101", "Restaurants"),

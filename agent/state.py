@@ -474,12 +474,15 @@ class StateStore:
             # the table, not the outbox, keeps seqs from going back (flush's min_seq)
             conn.execute("DELETE FROM lake_outbox WHERE flushed_at < ?", (cutoff,))
 
-    def interrupt_stale_runs(self) -> int:
-        """Runs left 'running' by an agent that died; called under the agent lock."""
+    def interrupt_stale_runs(self) -> list[dict[str, str]]:
+        """Runs left 'running' by an agent that died, now 'interrupted' (id, kind, name,
+        started_at); called under the agent lock."""
         with self.tx() as conn:
-            cur = conn.execute("UPDATE runs SET status='interrupted', finished_at=? WHERE "
-                               "status='running'", (now(),))
-            return cur.rowcount
+            stale = [dict(r) for r in conn.execute(
+                "SELECT id, kind, name, started_at FROM runs WHERE status='running'")]
+            conn.execute("UPDATE runs SET status='interrupted', finished_at=? WHERE "
+                         "status='running'", (now(),))
+        return stale
 
     def interrupt_stale_commands(self) -> int:
         """Commands left 'running' by an agent that died: failed, to be queued again."""

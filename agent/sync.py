@@ -35,7 +35,9 @@ import pyarrow as pa
 
 from agent.codeinfo import code_version
 from agent.config import LoadedConfig, SyncConfig
+from agent.maintenance import maintain
 from agent.outcome import ProgressCallback, SyncOutcome
+from agent.run_alerts import record_run
 from agent.runner import SyncRunner
 from agent.runs import RunRecord, flush_quietly
 from agent.state import FileEntry, StateStore, now
@@ -647,8 +649,13 @@ class SyncEngine:
             batches=out.batches, failed=len(out.quarantined) + (out.status == "failed"),
             table_version=out.table_version, verified=out.verified, error=error,
             lake_row=lake_row)
+        record_run(self.state, self.loaded.config.alerts, self.agent_name, kind=kind,
+                   name=conf.name, run_id=run_id, status=out.status, error=error,
+                   quarantined=len(out.quarantined))
         if lake_row is not None:
             flush_quietly(self.state, self.lake)
+        if out.batches and not conf.publishes:
+            maintain(self.loaded, self.lake, conf.table, self.agent_name)  # under our lock
         return out
 
     def _lake_row(self, conf: SyncConfig, kind: str, trigger: str, started: str,

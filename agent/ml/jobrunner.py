@@ -16,9 +16,12 @@ from agent.alerts import AlertBook, CheckResult
 from agent.codeinfo import code_version
 from agent.config import LoadedConfig
 from agent.continuous import halting_alert, retrain_jobs
+from agent.maintenance import maintain
 from agent.ml.execute import execute_job
+from agent.ml.predict import plan_range
 from agent.ml.worker import run_in_worker
 from agent.outcome import JobOutcome
+from agent.run_alerts import record_run
 from agent.runs import RunRecord, flush_quietly
 from agent.state import StateStore, now
 from connectors.errors import SiltaError
@@ -62,7 +65,8 @@ class MlJobRunner:
         started = now()
         log.info("%s=%s run %s started (%s)", kind, name, run_id, trigger)
         agent = self.loaded.config.agent
-        halted = self._halted(kind, name, run_id) if not force else None
+        halted = (self._halted(kind, name, run_id) or self._up_to_date(kind, name, run_id)
+                  if not force else None)
         if halted is not None:
             outcome = halted
         elif self.in_process:
@@ -76,6 +80,12 @@ class MlJobRunner:
         if kind == "monitor" and not outcome.failed:
             self._alerts(outcome)
         self._finish(outcome, trigger, started)
+        record_run(self.state, self.loaded.config.alerts, self.agent_name, kind=kind,
+                   name=name, run_id=run_id, status=outcome.status, error=outcome.error,
+                   model=outcome.model)
+        if kind == "predict" and outcome.committed:
+            for out in outcome.outputs:  # under this job's lock: no race with its writes
+                maintain(self.loaded, self.lake, str(out["table"]), self.agent_name)
         return outcome
 
     def recover(self) -> list[tuple[str, int]]:
@@ -110,6 +120,25 @@ class MlJobRunner:
                                                 "recovered: alerts from _silta/metrics",
                                                 run_id))
         return retrain
+
+    def _up_to_date(self, kind: str, name: str, run_id: str) -> JobOutcome | None:
+        """An ok outcome, without a worker, for a prediction with no new input: a worker
+        costs seconds of CPU (imports, the model), and an idle agent predicts every
+        scheduled minute."""
+        if kind != "predict" or self.in_process:
+            return None
+        conf = self.loaded.config.prediction(name)
+        try:
+            unit = plan_range(self.lake, conf)
+        except SiltaError:
+            return None  # the worker meets the problem and reports it in full
+        if unit is not None:
+            return None
+        table = self.lake.open(conf.output)
+        return JobOutcome(kind, name, run_id, table=conf.output,
+                          table_version=table.version() if table is not None else None,
+                          message=f"up to date: {conf.input} has no rows newer than the "
+                                  "last run")
 
     def _halted(self, kind: str, name: str, run_id: str) -> JobOutcome | None:
         """A skipped outcome when a schema alert holds this training back."""

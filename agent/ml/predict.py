@@ -37,6 +37,7 @@ from agent.outcome import JobOutcome
 from connectors.errors import CommitConflictError, NotFoundError, StoreError, UsageError
 from connectors.lake import DeltaLake
 from connectors.lake_changes import added_rows
+from connectors.prefetch import off_runtime
 
 log = logging.getLogger("silta.predict")
 
@@ -71,14 +72,23 @@ class Plan:
         return None if self.follows is None else self.follows - 1
 
 
-def plan(lake: DeltaLake, registry: ModelRegistry, conf: PredictionConfig) -> Plan | None:
-    """The range to predict now, or None when the predictions are up to date."""
+def plan_range(lake: DeltaLake, conf: PredictionConfig) -> tuple[int | None, int] | None:
+    """(the app id's last seq, the input's version) to predict up to, or None when the
+    predictions are up to date; two table opens, no model."""
     output = lake.open(conf.output)
     follows = output.transaction_version(app_id(conf.name)) if output is not None else None
     to = lake.require(conf.input).version()
     if follows is not None and follows - 1 >= to:
         return None
-    return Plan(follows=follows, to=to, model=registry.resolve(conf.model_ref))
+    return follows, to
+
+
+def plan(lake: DeltaLake, registry: ModelRegistry, conf: PredictionConfig) -> Plan | None:
+    """The range to predict now, or None when the predictions are up to date."""
+    unit = plan_range(lake, conf)
+    if unit is None:
+        return None
+    return Plan(follows=unit[0], to=unit[1], model=registry.resolve(conf.model_ref))
 
 
 def output_schema(input_schema: pa.Schema, key: list[str], passthrough: list[str]
@@ -224,7 +234,8 @@ def _predict(lake: DeltaLake, conf: PredictionConfig, model_conf: ModelConfig, u
         "silta.input_from": "" if unit.after is None else str(unit.after),
         "silta.input_to": str(unit.to), "silta.source": f"lake:{conf.input}",
     }
-    reader = pa.RecordBatchReader.from_batches(predictor.schema, batches)
+    # the input is read from Delta while delta-rs writes the output: off its runtime
+    reader = off_runtime(predictor.schema, batches)
     result = lake.commit_batch(conf.output, reader, app_id=app_id(conf.name), seq=unit.to + 1,
                                mode="append", schema_merge=True, metadata=metadata,
                                follows=unit.follows)

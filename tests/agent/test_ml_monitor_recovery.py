@@ -52,7 +52,7 @@ def test_alerts_of_a_run_that_died_after_its_commit_are_raised_at_restart(
     assert AlertBook(state).find() == []  # nobody knows yet
 
     # the restarted agent: stale runs interrupted, then recovery before anything runs
-    assert state.interrupt_stale_runs() == 1
+    assert [r["kind"] for r in state.interrupt_stale_runs()] == ["monitor"]
     runner = env.runner()
     retrain = runner.recover()
     alerts = AlertBook(state).find()
@@ -81,7 +81,7 @@ def test_a_run_that_died_before_its_commit_leaves_nothing_to_recover(tmp_path: P
     env.predict()
     state = env.state()
     run_id = state.start_run("monitor", "watch", "schedule", "test-agent")
-    assert state.interrupt_stale_runs() == 1
+    assert [r["kind"] for r in state.interrupt_stale_runs()] == ["monitor"]
     assert env.runner().recover() == []
     run = state.run(run_id)
     assert run is not None and run["status"] == "interrupted"

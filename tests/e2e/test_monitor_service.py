@@ -5,6 +5,7 @@ alerts retrain the model; a restart while the alerts fire sends nothing twice.""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,8 +84,11 @@ def test_drift_alerts_notify_once_and_retrain_across_a_restart(tmp_path: Path,
     def runs(kind: str) -> list[dict[str, Any]]:
         if not (state / "silta.db").exists():
             return []  # the agent has not opened its state store yet
-        return ledger(state, "SELECT trigger, status, model_version, verified FROM runs "
-                      "WHERE kind=? AND status != 'running' ORDER BY started_at", (kind,))
+        try:
+            return ledger(state, "SELECT trigger, status, model_version, verified FROM runs "
+                          "WHERE kind=? AND status != 'running' ORDER BY started_at", (kind,))
+        except sqlite3.OperationalError:
+            return []  # opened, but its tables are being created
 
     with background(tmp_path, "agent", "run", "--config", config) as agent:
         # the first data: v1 (a model without a version trains on new data), predictions,

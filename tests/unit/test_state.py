@@ -56,7 +56,9 @@ def test_ledger_lifecycle(tmp_path: Path):
 def test_runs_commands_and_heartbeats(tmp_path: Path):
     s = StateStore(tmp_path)
     run = s.start_run("sync", "x", "once", "agent-1")
-    assert s.interrupt_stale_runs() == 1
+    (stale,) = s.interrupt_stale_runs()
+    assert (stale["id"], stale["kind"], stale["name"]) == (run, "sync", "x")
+    assert s.interrupt_stale_runs() == []
     assert s.runs(kind="sync", name="x")[0]["status"] == "interrupted"
     s.finish_run(run, status="ok", files=2, rows=7)
     assert s.runs()[0]["rows"] == 7
