@@ -43,6 +43,8 @@ log = logging.getLogger("silta.agent")
 
 #: how often the start-up waits to ask the lake again
 LAKE_RETRY_SECONDS = 5.0
+#: how long past the next attempt systemd waits for READY=1 while the lake is away
+START_GRACE = 60.0
 #: a table name that never exists: opening it asks an object store for one listing
 _PROBE = f"{INTERNAL_PREFIX}/readiness-probe"
 _STATUS_MAX = 200
@@ -123,6 +125,10 @@ class SystemdNotify:
             self._last_status = line
             self._send(f"STATUS={line}")
 
+    def extend_start(self, seconds: float) -> None:
+        """EXTEND_TIMEOUT_USEC=: systemd's start timeout runs ``seconds`` from now."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
     def watchdog(self) -> None:
         """WATCHDOG=1, unless one went out less than ``watchdog_seconds`` ago."""
         if self.watchdog_seconds is None or self._stopping:
@@ -194,7 +200,9 @@ def wait_for_lake(lake: DeltaLake, stop: threading.Event, sd: SystemdNotify,
     Chosen over "ready and degraded": every job reads or writes the lake, so an agent
     that cannot reach it is not ready. It waits here, asking again every
     ``retry_seconds`` with ``STATUS=waiting for the lake: ...`` and no READY=1: `systemctl
-    status` says why, and systemd's TimeoutStartSec= decides whether to restart it. A lake
+    status` says why. Each attempt extends systemd's start timeout by ``START_GRACE``
+    (EXTEND_TIMEOUT_USEC), so a lake that is away at boot is waited for without a restart
+    every TimeoutStartSec, while a start-up that hangs elsewhere still times out. A lake
     that goes away later, while running, is handled by the jobs (retried, records kept).
     """
     started, said = time.monotonic(), None
@@ -210,6 +218,7 @@ def wait_for_lake(lake: DeltaLake, stop: threading.Event, sd: SystemdNotify,
                       retry_seconds, error)
             said = line
         sd.status(f"waiting for the lake: {line}")
+        sd.extend_start(retry_seconds + START_GRACE)
         stop.wait(retry_seconds)
     return False
 

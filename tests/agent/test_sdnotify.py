@@ -32,7 +32,7 @@ from tests.e2e._cli import SILTA, cli_env, ledger, write_csv
 
 pytestmark = pytest.mark.timeout(120)
 
-KEYS = {"READY", "MAINPID", "STATUS", "WATCHDOG", "STOPPING"}
+KEYS = {"READY", "MAINPID", "STATUS", "WATCHDOG", "STOPPING", "EXTEND_TIMEOUT_USEC"}
 
 
 @dataclass
@@ -255,6 +255,10 @@ def test_no_ready_while_the_lake_root_cannot_be_read(tmp_path: Path, sockdir: Pa
         time.sleep(2)
         assert proc.poll() is None, stderr_of(tmp_path)
         assert not [m for m in notify.messages if is_ready(m) or "WATCHDOG" in m.fields]
+        # each attempt gives systemd's start timeout the next attempt plus 60 s
+        extends = [m.fields for m in notify.messages if "EXTEND_TIMEOUT_USEC" in m.fields]
+        assert extends
+        assert all(e == {"EXTEND_TIMEOUT_USEC": "65000000"} for e in extends), extends
 
         lake.unlink()  # the lake is back (its folder is made by the first commit)
         ready = notify.wait_for("READY=1", is_ready, timeout=20)
