@@ -108,9 +108,10 @@ def _print_outcomes(outcomes: Sequence[Any], as_json: bool) -> None:
             sys.stdout.write(f"{o.sync}: {o.waiting} file(s) not settled yet; read on a later "
                              "run\n")
         for path, reason in o.quarantined:
-            sys.stdout.write(f"{o.sync}: quarantined {safe_display(path)}: {reason}\n")
+            # The reason may quote the file's content (a parse error): escaped too.
+            sys.stdout.write(safe_display(f"{o.sync}: quarantined {path}: {reason}") + "\n")
         if o.error:
-            sys.stdout.write(f"{o.sync}: failed: {o.error}\n")
+            sys.stdout.write(safe_display(f"{o.sync}: failed: {o.error}") + "\n")
     if jobs:
         print_job_outcomes(jobs, False)
 

@@ -78,6 +78,11 @@ class AgentSection(_Model):
     ml_stop_grace_seconds: float = Field(30.0, ge=0, le=3600)
     """On shutdown, how long running ML jobs may go on before their worker is stopped
     (both are safe to stop: a stopped run is repeated, never doubled)."""
+    retry_seconds: float = Field(30.0, ge=0, le=86400)
+    """A run that failed on a transient error (a server away, a link lost) is tried again
+    after this long, doubled for each failure in a row; 0: wait for the next trigger."""
+    retry_max_seconds: float = Field(1800.0, gt=0, le=86400)
+    """The longest wait between such retries."""
     compact_min_files: int = Field(20, ge=0, le=1_000_000)
     """Compact a table the agent writes (sync targets, predictions) once its latest version
     has this many small files, and checkpoint it: reads of a table synced every few
@@ -866,12 +871,21 @@ def load_config(path: Path | str) -> LoadedConfig:
     """Read, expand and validate ``path``; raise ConfigError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass --config FILE or set "
                           f"${ENV_VAR}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the config file: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the "
+                          "file as UTF-8") from None
+    if text.startswith("\ufeff"):
+        raise ConfigError(f"{path}:1: starts with a byte order mark (BOM), which TOML does "
+                          "not allow; save the file as UTF-8 without BOM") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import signal
 import sys
 import threading
@@ -19,6 +20,8 @@ from agent.output import print_json, print_table
 from agent.state import StateStore
 from connectors.errors import LockHeldError
 from connectors.names import safe_display
+
+log = logging.getLogger("silta.agent")
 
 
 def job_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
@@ -107,7 +110,31 @@ def lock_or_queue(loaded: LoadedConfig, kind: str, args: dict[str, Any], what: s
         sys.stdout.write(f"the agent is running: queued a run of {what} for it (command "
                          f"{command}); follow it with `{follow}`\n")
         return None
+    try:
+        _interrupt_stale_runs(loaded)
+    except BaseException:
+        lock.release()
+        raise
     return lock
+
+
+def _interrupt_stale_runs(loaded: LoadedConfig) -> None:
+    """Runs left 'running' by a process that died (a killed `silta sync run` or `jobs run`):
+    interrupted and alerted, as an agent does when it starts. Under the lock nothing else
+    runs, so every 'running' run is stale; left alone, they would show as running until
+    an agent starts, and their alerts (and a killed monitor's recovery) would wait too."""
+    from agent.run_alerts import record_interrupted
+
+    state = StateStore(loaded.state_dir)
+    try:
+        stale = state.interrupt_stale_runs()
+        if stale:
+            log.warning("%d run(s) were left running by a process that stopped; marked "
+                        "interrupted (their batches are recovered from the ledger)",
+                        len(stale))
+            record_interrupted(state, loaded.config.alerts, loaded.config.agent.name, stale)
+    finally:
+        state.close()
 
 
 def print_job_outcomes(outcomes: list[JobOutcome], as_json: bool) -> None:

@@ -40,6 +40,8 @@ class SyncOutcome:
     waiting: int = 0
     next_check: float | None = None  # seconds until an unsettled file may be read
     quarantined: list[tuple[str, str]] = field(default_factory=list)
+    #: (name made safe to show, reason) of files the store refused to read (unsafe names)
+    refused: list[tuple[str, str]] = field(default_factory=list)
     table_version: int | None = None
     error: str | None = None
     #: whether trying again later can succeed (a server that was down), when it failed
@@ -69,6 +71,7 @@ class SyncOutcome:
             "batches": self.batches, "files": self.files, "rows": self.rows,
             "bytes": self.bytes, "skipped": self.skipped, "waiting": self.waiting,
             "quarantined": [{"path": p, "reason": r} for p, r in self.quarantined],
+            "refused": [{"path": p, "reason": r} for p, r in self.refused],
             "table_version": self.table_version, "error": self.error,
             "retriable": self.retriable, "verified": self.verified,
         }

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from connectors.names import safe_display
+
 
 def _default(o: object) -> object:
     if isinstance(o, dt.datetime | dt.date):
@@ -43,6 +45,12 @@ _ISO = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(\+00:00|Z)?$")
 
 
 def _cell(v: object) -> str:
+    # Values come from outside (file names, data, error texts quoting a file): a raw ESC
+    # would reach the operator's terminal (Rich passes it on), so controls are escaped.
+    return safe_display(_text(v))
+
+
+def _text(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):

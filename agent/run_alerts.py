@@ -10,6 +10,9 @@ resolved the same way:
 - ``quarantined``: the run set files aside as unreadable. It stays open until a person
   resolves it: the files wait in quarantine for someone to look at them, and a later run
   that sets more aside counts on the same alert.
+- ``refused_names``: files the run would not read because their names are unsafe
+  (control characters, backslashes, bytes that are not UTF-8); they stay where they are.
+  Resolved by a run that finds none (renamed or removed).
 - ``interrupted``: an agent stopped in the middle of the run (kill -9, power, OOM); its
   work was recovered at the next start. Resolved by the job's next good run.
 """
@@ -48,7 +51,8 @@ def _short(text: str) -> str:
 
 def record_run(state: StateStore, section: AlertsSection | None, agent: str, *, kind: str,
                name: str, run_id: str, status: str, error: str | None = None,
-               quarantined: int = 0, model: str | None = None) -> None:
+               quarantined: int = 0, refused: list[str] | None = None,
+               model: str | None = None) -> None:
     """Fire or resolve this job's run alerts after one of its runs ended.
 
     Never raises: the run is already recorded, and an alert that cannot be written is
@@ -76,6 +80,16 @@ def record_run(state: StateStore, section: AlertsSection | None, agent: str, *, 
             summary=_short(f"{kind} {name} set {quarantined} file(s) aside as unreadable: "
                            f"{error or ''}"),
             value=float(quarantined), threshold=0.0, detail={"run_id": run_id}))
+    if refused:
+        results.append(CheckResult(
+            "refused_names", target, "breach",
+            summary=_short(f"{kind} {name} does not read {len(refused)} file(s) whose names "
+                           f"are unsafe (control characters, backslashes, not UTF-8); "
+                           f"rename them: {', '.join(refused)}"),
+            value=float(len(refused)), threshold=0.0, detail={"names": refused[:100]}))
+    elif status != "failed":
+        results.append(CheckResult("refused_names", target, "ok",
+                                   summary=f"run {run_id} refused no name"))
     try:
         AlertBook(state, section, agent).observe(MONITOR, model, results, run_id)
     except Exception as e:

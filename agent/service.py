@@ -46,7 +46,7 @@ from agent.outcome import JobOutcome, SyncOutcome
 from agent.progress import ProgressRecorder
 from agent.run_alerts import record_interrupted
 from agent.runs import flush_quietly
-from agent.scheduling import Scheduler, missed_fire
+from agent.scheduling import ClockWatch, Scheduler, missed_fire
 from agent.sdnotify import (
     SystemdNotify,
     job_label,
@@ -162,6 +162,8 @@ class Agent:
         self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)
         self.finished = 0
         self._out_lock = threading.Lock()
+        #: failed runs in a row per job, for the back-off of their retries
+        self._failures: dict[str, int] = {}
         self._dispatcher: Dispatcher | None = None
         self._has_version: Callable[[str], bool] = lambda model: True
         #: retraining asked for by alerts recovered at start-up (see MlJobRunner.recover)
@@ -211,12 +213,32 @@ class Agent:
             return
         if isinstance(outcome, SyncOutcome) and outcome.next_check is not None:
             self._dispatcher.request(job_id, "settle", delay=outcome.next_check + 0.2)
+        retry = self._retry_delay(job_id, outcome)
+        if retry is not None:
+            log.info("%s failed on a transient error; tried again in %.0f s", job_id, retry)
+            self._dispatcher.request(job_id, "retry", delay=retry)
         if _committed(outcome):
             # Something new landed: the jobs that follow this one (`after`) run now.
             for follower in self.graph.followers(job_id):
                 self._request(self._dispatcher, follower, f"after:{job_id}")
         for job, alert in retraining(outcome):
             self._dispatcher.request(job, f"alert:{alert}")
+
+    def _retry_delay(self, job_id: str, outcome: Outcome) -> float | None:
+        """Seconds until a run that failed on a transient error (a server away, a lost
+        link) is tried again: ``retry_seconds``, doubled for each failure in a row, at
+        most ``retry_max_seconds``. A job without a schedule would otherwise wait for a
+        person; a job with one retries sooner than its next fire."""
+        with self._out_lock:
+            if outcome.status != "failed":
+                self._failures.pop(job_id, None)
+                return None
+            failures = self._failures[job_id] = self._failures.get(job_id, 0) + 1
+        agent = self.config.agent
+        if not outcome.retriable or agent.retry_seconds <= 0:
+            return None
+        return float(min(agent.retry_max_seconds,
+                         agent.retry_seconds * 2 ** min(failures - 1, 20)))
 
     def _wanted(self, job: Job, trigger: str) -> bool:
         """False for a training whose model's retrain_on leaves this trigger out."""
@@ -322,7 +344,7 @@ class Agent:
             self._beat(state, "running")
             sd.ready(ready_status(len(syncs), len(self.graph.enabled()), watched, unreadable))
             try:
-                self._loop(state, engine, dispatcher, commands, sd, unreadable)
+                self._loop(state, engine, dispatcher, commands, sd, unreadable, scheduler)
             finally:
                 sd.stopping()
                 log.info("agent %s stopping: finishing in-flight work", self.name)
@@ -363,8 +385,10 @@ class Agent:
                 dispatcher.request(job.id, "startup-scan")
 
     def _loop(self, state: StateStore, engine: SyncEngine, dispatcher: Dispatcher,
-              commands: CommandContext, sd: SystemdNotify, unreadable: list[str]) -> None:
+              commands: CommandContext, sd: SystemdNotify, unreadable: list[str],
+              scheduler: Scheduler) -> None:
         beat_every = self.config.agent.heartbeat_seconds
+        clock_watch = ClockWatch()
         poll = sd.loop_seconds(COMMAND_POLL_SECONDS)  # shorter if the watchdog needs it
         last_beat = last_rescan = 0.0
         clock = 0.0
@@ -372,6 +396,9 @@ class Agent:
         while not self.stop.wait(poll):
             clock += poll
             sd.watchdog()  # from this loop itself: when it is stuck, systemd restarts us
+            step = clock_watch.step()
+            if step:
+                self._clock_stepped(state, dispatcher, scheduler, step)
             with self._out_lock:
                 done = self.finished
                 last = job_label(self.outcomes[-1]) if self.outcomes else None
@@ -392,6 +419,22 @@ class Agent:
                 self._flush_in_background(state, engine)
                 last_rescan = clock
             self._commands(state, commands)
+
+    def _clock_stepped(self, state: StateStore, dispatcher: Dispatcher, scheduler: Scheduler,
+                       step: float) -> None:
+        """The wall clock was stepped: count every schedule again from the new now, and
+        run once each job whose fire the step jumped over."""
+        skipped = scheduler.realign()
+        log.warning("the wall clock stepped %s by %.0f s; schedules are counted from %s now"
+                    "%s", "forward" if step > 0 else "back", abs(step),
+                    dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    f" ({', '.join(skipped)} caught up once)" if skipped else "")
+        for job_id in skipped:
+            try:
+                state.set_last_fire(job_id, dt.datetime.now(dt.UTC))
+            except SiltaError as e:  # the run matters more than its mark
+                log.error("%s: its schedule mark was not recorded: %s", job_id, e)
+            self._request(dispatcher, self.graph.get(job_id), "catch-up")
 
     def _flush_in_background(self, state: StateStore, engine: SyncEngine) -> None:
         if self._flushing is not None and self._flushing.is_alive():

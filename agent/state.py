@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -142,6 +143,23 @@ class FileEntry:
     sha256: str
 
 
+#: the error text of a run an agent left running when it died
+INTERRUPTED_ERROR = ("the agent stopped before the run finished (killed, out of memory or "
+                     "power lost); its work is recovered from the ledger")
+
+
+def _no_room_hint(folder: Path) -> str:
+    """What to do when the state folder's disk is full. SQLite then says only "disk I/O
+    error" at open: the 32 KiB -shm file it must create gets no pages (SQLITE_IOERR)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return ""
+    if st.f_bavail * st.f_frsize >= 64 * 1024:
+        return ""
+    return f"; the disk holding {folder} is full: free space on it and run again"
+
+
 class StateStore:
     """One SQLite database; a connection per thread, every write in a transaction."""
 
@@ -176,7 +194,8 @@ class StateStore:
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA busy_timeout=30000")
             except sqlite3.Error as e:
-                raise StateStoreError(f"cannot open state store {self.path}: {e}") from e
+                raise StateStoreError(f"cannot open state store {self.path}: {e}"
+                                      f"{_no_room_hint(self.dir)}") from e
             self._local.conn = conn
         return conn
 
@@ -280,16 +299,17 @@ class StateStore:
                 "INSERT INTO files (sync, path, sha256, size, mtime_ns, seq, status, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (sync, path, sha256) DO "
                 "UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, seq=excluded.seq, "
-                "status='pending', updated_at=excluded.updated_at",
+                "status='pending', disposed=0, updated_at=excluded.updated_at",
                 [(sync, f.path, f.sha256, f.size, f.mtime_ns, seq, now()) for f in files])
         return seq
 
     def drop_from_batch(self, sync: str, seq: int, paths: Sequence[str]) -> None:
-        """Take files out of a pending batch (they were quarantined before the commit)."""
+        """Take files out of a pending batch (quarantined, or changed during the copy):
+        free to be planned again, as a failed batch's files are."""
         with self.tx() as conn:
             for path in paths:
-                conn.execute("UPDATE files SET seq=NULL WHERE sync=? AND seq=? AND path=?",
-                             (sync, seq, path))
+                conn.execute("DELETE FROM files WHERE sync=? AND seq=? AND path=? AND "
+                             "status='pending'", (sync, seq, path))
             row = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE "
                                "sync=? AND seq=?", (sync, seq)).fetchone()
             conn.execute("UPDATE batches SET files=?, bytes=? WHERE sync=? AND seq=?",
@@ -390,9 +410,15 @@ class StateStore:
         return [FileEntry(r["path"], r["size"], r["mtime_ns"], r["sha256"]) for r in rows]
 
     def mark_disposed(self, sync: str, entry: FileEntry) -> None:
+        self.mark_disposed_many(sync, [entry])
+
+    def mark_disposed_many(self, sync: str, entries: Sequence[FileEntry]) -> None:
+        """Mark files moved or deleted, in one transaction (one fsync, not one per file)."""
+        if not entries:
+            return
         with self.tx() as conn:
-            conn.execute("UPDATE files SET disposed=1 WHERE sync=? AND path=? AND sha256=?",
-                         (sync, entry.path, entry.sha256))
+            conn.executemany("UPDATE files SET disposed=1 WHERE sync=? AND path=? AND sha256=?",
+                             [(sync, e.path, e.sha256) for e in entries])
 
     def ledger_summary(self, sync: str) -> dict[str, Any]:
         row = self.query(
@@ -480,8 +506,10 @@ class StateStore:
         with self.tx() as conn:
             stale = [dict(r) for r in conn.execute(
                 "SELECT id, kind, name, started_at FROM runs WHERE status='running'")]
-            conn.execute("UPDATE runs SET status='interrupted', finished_at=? WHERE "
-                         "status='running'", (now(),))
+            # a failure is recorded with its reason, as every other one is
+            conn.execute("UPDATE runs SET status='interrupted', finished_at=?, "
+                         "error=coalesce(error, ?) WHERE status='running'",
+                         (now(), INTERRUPTED_ERROR))
         return stale
 
     def interrupt_stale_commands(self) -> int:

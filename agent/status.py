@@ -19,6 +19,7 @@ from agent.state import StateStore
 from agent.stores import open_lake
 from connectors.errors import SiltaError, StateStoreError
 from connectors.lake import DeltaLake
+from connectors.names import safe_display
 
 
 def _age(ts: str | None) -> float | None:
@@ -170,13 +171,15 @@ def print_status(status: dict[str, Any]) -> None:
                 title="syncs (times in UTC)", empty="no syncs configured")
     for s in status["syncs"]:
         if s["verified"] and not s["verified"].startswith("ok"):
-            console.print(f"[red]{escape(s['sync'])}: verification: {escape(s['verified'])}[/]")
+            console.print(f"[red]{escape(safe_display(s['sync']))}: verification: "
+                          f"{escape(safe_display(s['verified']))}[/]")
     if status["jobs"]:
         print_table(status["jobs"], ["job", "last_run", "outcome", "run_model", "rows",
                                      "resolves_to"], title="trainings, predictions, monitors")
         for j in status["jobs"]:
             if j["outcome"] == "failed" and j["error"]:
-                console.print(f"[red]{escape(j['job'])}: {escape(j['error'])}[/]")
+                console.print(f"[red]{escape(safe_display(j['job']))}: "
+                              f"{escape(safe_display(j['error']))}[/]")
     alerts = status.get("alerts") or {}
     if alerts.get("open"):
         counts = ", ".join(f"{n} {sev}" for sev, n in sorted(alerts["by_severity"].items()))

@@ -21,13 +21,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import BinaryIO, Literal
 
@@ -45,6 +47,8 @@ from agent.stores import Store
 from connectors.abc import FileInfo, FileStore, TableStore
 from connectors.errors import (
     CommitConflictError,
+    CommitUnknownError,
+    CorruptTableError,
     NotFoundError,
     ParseError,
     SchemaMismatchError,
@@ -77,12 +81,16 @@ LINEAGE = pa.schema([
 QUARANTINE_DIR = ".silta-quarantine"
 HASH_CHUNK = 4 << 20
 HASH_THREADS = 2
+#: files hashed ahead of the batch being planned (bounds the queue's memory)
+HASH_AHEAD = 256
 #: small files are read whole when probed and kept for the write, up to this much per batch
 SMALL_FILE_BYTES = PROBE_BYTES
 SMALL_CACHE_BYTES = 64 << 20
 MAX_ATTEMPTS = 25
 #: commit races lost to other writers before the batch fails (it is retried next run)
 CONFLICT_RETRIES = 8
+#: disposed files recorded in the ledger per transaction
+DISPOSE_GROUP = 1000
 
 
 class _Stream:
@@ -132,6 +140,27 @@ class _Stream:
             source_batches = table_batches(cached, self.data_schema)
         else:
             source_batches = read_batches(opener, run.fmt, run.csv, self.data_schema)
+        try:
+            yield from self._lineage(entry, source_batches, base, opened, source)
+        except (ParseError, NotFoundError) as e:
+            # Rows torn by a rewrite under the reader, or a file gone since it was
+            # planned: not a bad file to quarantine (that would move its new content
+            # aside) but a changed one, read again once it settles.
+            if not self._unchanged(entry):
+                raise SourceChangedError(f"{safe_display(entry.path)} changed while it was "
+                                         "read") from e
+            raise
+        if not self._unchanged(entry):
+            raise SourceChangedError(f"{safe_display(entry.path)} changed while it was read")
+
+    def _unchanged(self, entry: FileEntry) -> bool:
+        now_info = self.run.store.stat(entry.path)
+        return now_info is not None and (now_info.size, now_info.mtime_ns) == (
+            entry.size, entry.mtime_ns)
+
+    def _lineage(self, entry: FileEntry, source_batches: Iterator[pa.RecordBatch], base: int,
+                 opened: list[BinaryIO], source: str) -> Iterator[pa.RecordBatch]:
+        run = self.run
         for batch in source_batches:
             with contextlib.suppress(OSError, ValueError):  # progress only
                 run.progress.bytes_done = base + (opened[-1].tell() if opened else entry.size)
@@ -146,10 +175,6 @@ class _Stream:
             run.progress.rows += batch.num_rows
             run.emit()
             yield batch
-        now_info = run.store.stat(entry.path)
-        if now_info is None or (now_info.size, now_info.mtime_ns) != (entry.size,
-                                                                     entry.mtime_ns):
-            raise SourceChangedError(f"{safe_display(entry.path)} changed while it was read")
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, self.batches())
@@ -182,6 +207,10 @@ class _SyncRun(SyncRunner):
                 self.commit(batch)
         finally:
             entries.close()  # stops the background hashing at once
+        if self.outcome.skipped:
+            # Redelivered identical files: in the lake already, so disposed of now, not
+            # left in the inbox until the next run (which may be hours away).
+            self.dispose_committed()
         if self.cancel.is_set():
             # The scan stops too, so the loop may simply run out: say why either way.
             log.info("sync=%s stopping between batches (shutdown)", self.conf.name)
@@ -211,14 +240,37 @@ class _SyncRun(SyncRunner):
         """Move or delete source files whose commit is durable (after a crash too)."""
         if self.conf.on_success == "keep":
             return
-        for entry in self.state.undisposed(self.conf.name):
-            info = self.store.stat(entry.path)
-            if info is not None and (info.size, info.mtime_ns) == (entry.size, entry.mtime_ns):
-                if self.conf.on_success == "delete":
-                    self.store.delete(entry.path)
-                else:
-                    self.store.move(entry.path, f"{self.conf.move_to}/{entry.path}")
-            self.state.mark_disposed(self.conf.name, entry)
+        # The ledger learns in groups: one fsync'd transaction per file cost ~6 ms each
+        # (10 minutes for 100,000 files). A crash before a group is recorded is harmless:
+        # the next run finds those files gone (or moved) and only marks them.
+        done: list[FileEntry] = []
+        try:
+            for entry in self.state.undisposed(self.conf.name):
+                info = self.store.stat(entry.path)
+                if info is not None and (info.size, info.mtime_ns) == (entry.size,
+                                                                     entry.mtime_ns):
+                    if self.conf.on_success == "delete":
+                        self.store.delete(entry.path)
+                    else:
+                        self.store.move(entry.path, self._archive_name(entry))
+                done.append(entry)
+                if len(done) >= DISPOSE_GROUP:
+                    self.state.mark_disposed_many(self.conf.name, done)
+                    done = []
+        finally:
+            self.state.mark_disposed_many(self.conf.name, done)
+
+    def _archive_name(self, entry: FileEntry) -> str:
+        """Where ``on_success = "move"`` puts a file: never over an earlier delivery.
+
+        The same name delivered again (new content, or identical after a skip) would
+        replace the first delivery's archived bytes; it goes beside them, named by its
+        content, as quarantine does. That name taken means these very bytes are there.
+        """
+        target = f"{self.conf.move_to}/{entry.path}"
+        if self.store.stat(target) is not None:
+            target = f"{target}.{entry.sha256[:12]}"
+        return target
 
     def scan(self) -> Generator[FileEntry, None, None]:
         """Settled files not yet in the lake, with their identity, oldest first.
@@ -230,6 +282,9 @@ class _SyncRun(SyncRunner):
         settle_ns = int(self.conf.settle_seconds * 1e9)
         fresh: list[FileInfo] = []
         for info in self.store.list(self.conf.pattern):
+            if info.refused is not None:
+                self.outcome.refused.append((info.path, info.refused))
+                continue
             if is_temporary(info.path):
                 continue
             status = self.state.file_status(self.conf.name, info.path, info.size,
@@ -245,11 +300,19 @@ class _SyncRun(SyncRunner):
             if status == "committed":
                 continue
             age = now_ns - info.mtime_ns
+            ahead = (self.conf.name, info.path, info.size, info.mtime_ns)
+            if age < 0:
+                # An mtime ahead of our clock (the clock was stepped back, or a file
+                # server's clock runs ahead) tells nothing of the file's age: count from
+                # when it was first seen so, not until the clock catches up (hours).
+                first = self.engine.ahead_seen.setdefault(ahead, time.monotonic())
+                age = int((time.monotonic() - first) * 1e9)
             if age < settle_ns:
                 self.outcome.waiting += 1
                 wait = (settle_ns - age) / 1e9
                 self.outcome.next_check = min(self.outcome.next_check or wait, wait)
                 continue
+            self.engine.ahead_seen.pop(ahead, None)
             fresh.append(info)
         fresh.sort(key=lambda f: (f.mtime_ns, f.path))
         self.progress.files_total = len(fresh)
@@ -257,7 +320,7 @@ class _SyncRun(SyncRunner):
         self.emit(force=True)
         pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256")
         try:
-            hashes = pool.map(self._sha256_or_none, fresh)
+            hashes = self._hash_ahead(pool, fresh)
             for info, sha in zip(fresh, hashes, strict=True):
                 if self.cancel.is_set():
                     break
@@ -267,6 +330,23 @@ class _SyncRun(SyncRunner):
         finally:
             # A failed or stopped run must not wait for every queued file to be hashed.
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _hash_ahead(self, pool: ThreadPoolExecutor, infos: list[FileInfo]
+                    ) -> Iterator[str | None]:
+        """Each file's sha256 in order, at most HASH_AHEAD files ahead of the consumer.
+
+        ``pool.map`` would queue a future for every file at once: ~1.6 KiB each, 160 MiB
+        for 100,000 waiting files, growing with the backlog instead of staying bounded.
+        """
+        queued: deque[Future[str | None]] = deque()
+        rest = iter(infos)
+        for info in itertools.islice(rest, HASH_AHEAD):
+            queued.append(pool.submit(self._sha256_or_none, info))
+        while queued:
+            sha = queued.popleft().result()
+            for info in itertools.islice(rest, 1):
+                queued.append(pool.submit(self._sha256_or_none, info))
+            yield sha
 
     def _sha256_or_none(self, info: FileInfo) -> str | None:
         if self.cancel.is_set():
@@ -460,6 +540,12 @@ class _SyncRun(SyncRunner):
                     self.outcome.next_check = self.conf.settle_seconds
                     log.info("sync=%s file=%s changed during the copy; it is read again once "
                              "it settles", self.conf.name, safe_display(bad.path))
+                elif isinstance(failure, CommitUnknownError):
+                    # The commit may have landed with its reply lost: the batch stays
+                    # pending (its files held), and the next run's recover() asks the table.
+                    log.warning("sync=%s batch=%d: whether it committed is not known yet; "
+                                "the next run asks the table", self.conf.name, seq)
+                    raise failure from e
                 else:
                     self.state.mark_batch_failed(self.conf.name, seq, str(failure))
                     raise failure from e
@@ -472,10 +558,23 @@ class _SyncRun(SyncRunner):
                 # state on one table): ours did not land; free them for a new seq.
                 self.state.mark_batch_failed(self.conf.name, seq, "seq taken by another "
                                              "writer")
-                raise StoreError(
-                    f"table {self.table!r} already holds batch {seq} of sync "
-                    f"{self.conf.name!r} with other files: is a second agent writing this "
-                    "table? The files are retried with a new batch number", retriable=True)
+                if conflicts >= CONFLICT_RETRIES:
+                    raise StoreError(
+                        f"table {self.table!r} already holds batch {seq} of sync "
+                        f"{self.conf.name!r} with other files: is a second agent writing "
+                        "this table? The files are retried with a new batch number",
+                        retriable=True)
+                # A commit race lost, as above: plan the files again after the winner's
+                # seq now, not on a next run that may be an hour (a cron) away.
+                conflicts, taken = conflicts + 1, seq
+                self.progress.bytes_done, self.progress.rows = bytes_before, rows_before
+                done = self.lake.committed_seq(self.table, self.app_id)
+                seq = self.state.plan_batch(self.conf.name, self.run_id, files,
+                                            min_seq=(done or 0) + 1)
+                log.info("sync=%s batch=%d was taken by another writer (%d); its files are "
+                         "written again as batch %d", self.conf.name, taken, conflicts, seq)
+                time.sleep(min(5.0, 0.1 * 2 ** conflicts) * random.uniform(0.5, 1.0))
+                continue
             self._settle(seq, files, stream, result)
             return
         self.state.mark_batch_failed(self.conf.name, seq, "too many attempts")
@@ -583,6 +682,9 @@ class SyncEngine:
         self.stores = stores
         self.agent_name = agent_name
         self._locks = {s.name: threading.Lock() for s in loaded.config.syncs}
+        #: (sync, path, size, mtime_ns) of files whose mtime was ahead of the clock: when
+        #: this agent first saw them (time.monotonic), their age for the settle window
+        self.ahead_seen: dict[tuple[str, str, int, int], float] = {}
 
     def store_for(self, connector: str) -> Store:
         store: Store = self.stores[connector]
@@ -638,9 +740,19 @@ class SyncEngine:
             try:
                 table = self.lake.open(conf.table)
                 out.table_version = table.version() if table is not None else None
+            except CorruptTableError as e:
+                # A run with nothing to do is no "good run" on a damaged table: reported
+                # ok, it would resolve the alert while the next file must fail again.
+                if out.status != "failed":
+                    out.status, out.error, out.retriable = "failed", str(e), e.retriable
+                    log.error("sync=%s failed: %s", conf.name, e)
             except SiltaError:
                 pass  # already reported as the run's error, or the lake is briefly away
-        error = out.error or ("; ".join(f"{p}: {r}" for p, r in out.quarantined) or None)
+        # A refused name leaves the run ok (the file stays where it is; a partial run
+        # every few seconds would add a lake record each time): the alert says it.
+        error = out.error or ("; ".join(
+            [f"{p}: {r}" for p, r in out.quarantined]
+            + [f"not read: {p}: {r}" for p, r in out.refused]) or None)
         # Idle runs stay local: a sync every few seconds would add a lake commit each time.
         lake_row = (self._lake_row(conf, kind, trigger, started, out, error)
                     if out.batches or out.failed else None)
@@ -651,7 +763,7 @@ class SyncEngine:
             lake_row=lake_row)
         record_run(self.state, self.loaded.config.alerts, self.agent_name, kind=kind,
                    name=conf.name, run_id=run_id, status=out.status, error=error,
-                   quarantined=len(out.quarantined))
+                   quarantined=len(out.quarantined), refused=[p for p, _ in out.refused])
         if lake_row is not None:
             flush_quietly(self.state, self.lake)
         if out.batches and not conf.publishes:

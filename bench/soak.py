@@ -113,6 +113,33 @@ def _idle_cpu(proc: psutil.Process, seconds: float) -> float:
     return (_cpu_seconds(proc) - start_cpu) / (time.monotonic() - start)
 
 
+def _settled(lake: Path, state_db: Path, timeout: float = 180.0) -> float:
+    """Wait until the predictions cover the input's latest version and no run is going
+    (the minute's prediction, its monitor and publish have followed the last file): an
+    idle measurement must not start inside them. Returns the seconds waited."""
+    from deltalake import DeltaTable
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            to = DeltaTable(str(lake / TABLE)).version()
+            done = DeltaTable(str(lake / "predictions" / "occupation_codes")
+                              ).transaction_version("silta-predict/code_answers")
+            with sqlite3.connect(state_db) as db:
+                going = db.execute("SELECT count(*) FROM runs WHERE status='running'"
+                                   ).fetchone()[0]
+        except Exception:  # the tables or the store are not there yet
+            done, to, going = None, 0, 1
+        if done is not None and done - 1 >= to and going == 0:
+            time.sleep(2)  # the publish and the monitor that follow start within a second
+            with sqlite3.connect(state_db) as db:
+                if db.execute("SELECT count(*) FROM runs WHERE status='running'"
+                              ).fetchone()[0] == 0:
+                    return time.monotonic() - start
+        time.sleep(1)
+    raise SystemExit(f"the predictions did not catch up with {TABLE} in {timeout:g} s")
+
+
 def _read_times(lake: Path, scratch: Path, repeats: int = 5) -> dict[str, Any]:
     """Open and read the busy table's latest version, against the same rows in one
     commit of a fresh table (the baseline, measured now), medians of ``repeats``."""
@@ -208,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     var = args.out / "var"
     lake, incoming, scratch = var / "lake", var / "onprem" / "incoming", args.out / "scratch"
     scratch.mkdir(parents=True)
+    state_db = var / "state" / "silta.db"
     _silta(config, "demo", "init")
     _silta(config, "agent", "run", "--once")  # the first model, the first predictions
     print(f"world ready under {args.out}", flush=True)
@@ -219,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = psutil.Process(agent.pid)
     try:
         time.sleep(15)  # start-up: imports, recovery, the catch-up pass
+        _settled(lake, state_db)
         idle_start = _idle_cpu(proc, args.idle)
         print(f"idle CPU at start: {idle_start * 100:.2f}% of a core", flush=True)
 
@@ -254,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             samples[-1]["t"] - samples[0]["t"], 1e-9)
 
         time.sleep(max(10.0, args.drop_every * 3))  # the last files settle and land
+        _settled(lake, state_db)
         idle_end = _idle_cpu(proc, args.idle)
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -268,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     window = min(300.0, args.minutes * 60 / 3)
     start_read = _mean_reads([r for r in reads if r["t"] <= window])
     end_read = _mean_reads([r for r in reads if r["t"] >= args.minutes * 60 - window])
-    runs = _runs(var / "state" / "silta.db")
+    runs = _runs(state_db)
     warm = [s for s in samples if s["t"] >= 60] or samples
     tail = warm[-max(1, len(warm) // 10):]
     half = warm[len(warm) // 2:]

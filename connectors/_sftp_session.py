@@ -16,9 +16,13 @@ from typing import Any
 
 import paramiko
 from paramiko.sftp import (
+    CMD_CLOSE,
     CMD_HANDLE,
     CMD_INIT,
+    CMD_NAME,
     CMD_OPEN,
+    CMD_OPENDIR,
+    CMD_READDIR,
     CMD_VERSION,
     SFTP_NO_SUCH_FILE,
     SFTP_PERMISSION_DENIED,
@@ -77,6 +81,38 @@ class SftpClient(paramiko.SFTPClient):  # type: ignore[misc]
             self.extensions[name.decode("utf-8", "replace")] = data[pos + 4:pos + 4 + m]
             pos += 4 + m
         return version
+
+    def listdir_attr(self, path: str = ".") -> list[Any]:
+        """paramiko's ``listdir_attr``, but a name that is not UTF-8 stays ``bytes``.
+
+        paramiko decodes every name strictly: one such name on the server raised
+        UnicodeDecodeError out of the whole listing (and left the handle open), so no
+        file of the folder could be synced. The caller skips the ``bytes`` names.
+        """
+        t, msg = self._request(CMD_OPENDIR, self._adjust_cwd(path))
+        if t != CMD_HANDLE:
+            raise SFTPError("Expected handle")
+        handle = msg.get_binary()
+        found: list[Any] = []
+        while True:
+            try:
+                t, msg = self._request(CMD_READDIR, handle)
+            except EOFError:
+                break  # the end of the folder
+            if t != CMD_NAME:
+                raise SFTPError("Expected name response")
+            for _ in range(msg.get_int()):
+                raw = msg.get_binary()
+                longname = msg.get_binary().decode("utf-8", "replace")
+                try:
+                    name: str | bytes = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    name = bytes(raw)
+                attr = paramiko.SFTPAttributes._from_msg(msg, name, longname)
+                if name not in (".", ".."):
+                    found.append(attr)
+        self._request(CMD_CLOSE, handle)
+        return found
 
 
 class Replies:

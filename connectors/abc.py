@@ -31,6 +31,9 @@ class FileInfo:
     path: str
     size: int
     mtime_ns: int
+    #: set for a file the store will not read, and why (an unsafe name): ``path`` is then
+    #: its name made safe to show, and the sync records and alerts it instead of reading
+    refused: str | None = None
 
 
 class FileStore(abc.ABC):
@@ -86,7 +89,8 @@ class FileStore(abc.ABC):
 
     def check(self) -> str:
         """Connect and describe what is there (``silta connectors test``). Raises: StoreError."""
-        count = sum(1 for _ in zip(range(1000), self.list("*"), strict=False))
+        listed = (f for f in self.list("*") if f.refused is None)
+        count = sum(1 for _ in zip(range(1000), listed, strict=False))
         return f"{count if count < 1000 else '1000+'} file(s) at the top level"
 
     def close(self) -> None:  # noqa: B027 - optional hook with a safe default

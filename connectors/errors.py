@@ -102,6 +102,21 @@ class CommitConflictError(StoreError):
     retriable = True
 
 
+class CommitUnknownError(StoreError):
+    """A commit failed and the lake could not be asked whether it landed anyway (its reply
+    may have been lost): the unit stays pending, and the next run asks the table."""
+
+    title = "Commit outcome unknown"
+    retriable = True
+
+
+class CorruptTableError(StoreError):
+    """A Delta table's log is damaged (a torn commit, a lost or unreadable checkpoint);
+    nothing is written to the table until an operator repairs it."""
+
+    title = "Corrupt Delta table"
+
+
 class AuthError(StoreError):
     """A server refused the credentials or its host key did not match known_hosts."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -66,9 +67,12 @@ class FolderStore(FileStore):
                 continue  # hidden files and Silta's own .silta-* folders
             try:
                 check_relative_path(rel)
-            except UnsafeNameError:
-                # Control characters or backslashes in a name: never let it reach the lake.
-                log.warning("skipping %s: its name is unsafe", safe_display(rel))
+            except UnsafeNameError as e:
+                # Control characters, backslashes or bytes that are not UTF-8 in a name:
+                # never let it reach the lake (or the operator's terminal).
+                log.warning("skipping %s: its name is unsafe (%s); rename the file to sync it",
+                            safe_display(rel), e.msg)
+                yield FileInfo(safe_display(rel), 0, 0, refused=e.msg)
                 continue
             try:
                 st = p.stat()
@@ -121,7 +125,10 @@ class FolderStore(FileStore):
             os.replace(tmp, final)
             _fsync_dir(final.parent)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            # Cleaning up can fail the same way (ENAMETOOLONG, EACCES): the write's own
+            # error is the one to report, as a StoreError the caller can handle.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise _store_error("writing", path, e) from e
         st = final.stat()
         return FileInfo(path, st.st_size, st.st_mtime_ns)

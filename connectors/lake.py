@@ -20,6 +20,11 @@ Object stores (``az://``, ``abfs://``, ``abfss://``, ``s3://``, ``gs://``) take 
 container or bucket is a ``StoreError`` that names the command to create it, refused
 credentials an ``AuthError``, an endpoint that cannot be reached (refused, timed out,
 5xx) a retriable ``StoreError``. Messages name the lake URI, never a secret's value.
+
+A damaged log is refused, never written on top of: opening a table's latest version
+checks its newest commit (delta-rs reads an empty one, or one cut at a line break, without
+a word), and when delta-rs refuses a table the damaged commit or checkpoint is named
+(connectors/lake_integrity.py). Both are a ``CorruptTableError``, not retriable.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,11 +59,20 @@ from pyarrow.fs import FileSelector, FileType
 from connectors.errors import (
     AuthError,
     CommitConflictError,
+    CommitUnknownError,
+    CorruptTableError,
     NotFoundError,
     SchemaMismatchError,
     SiltaError,
     StoreError,
     UsageError,
+)
+from connectors.lake_integrity import (
+    LOG,
+    LogAccess,
+    commit_name,
+    diagnose,
+    latest_commit_problem,
 )
 from connectors.names import check_relative_path
 
@@ -97,6 +111,10 @@ _CREATE_ROOT = {
     "gs": ("bucket", "`gcloud storage buckets create gs://{name}`"),
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: a local lake's disk full, as the OS (ENOSPC) and delta-rs ("os error 28") say it
+_DISK_FULL = re.compile(r"no space left on device|os error 28\b", re.IGNORECASE)
+#: where a Rust backtrace starts in delta-rs's messages (RUST_BACKTRACE=1): not for operators
+_BACKTRACE = re.compile(r"\n\s+0: ")
 _STATUS = re.compile(r"\b([45]\d\d) ([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)*)")
 _CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _HOST = re.compile(r"\bhttps?://[^/\s?#]+")
@@ -130,6 +148,8 @@ class DeltaLake:
         self.uri = uri.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.is_local = "://" not in uri or uri.startswith("file://")
+        #: table -> (version, size) of its newest commit, last found sound
+        self._sound: dict[str, tuple[int, int]] = {}
         self._secrets = sorted(
             {v for k, v in self.storage_options.items()
              if len(v) >= 4 and any(w in k.lower() for w in _SECRET_WORDS)},
@@ -151,13 +171,78 @@ class DeltaLake:
                 if not self.is_local:
                     self._probe(name)
                 return None
-            return DeltaTable(uri, version=version, storage_options=self.storage_options)
+            table = DeltaTable(uri, version=version, storage_options=self.storage_options)
         except Exception as e:
+            if isinstance(e, dlx.DeltaError) and self._store_error(e, name) is None:
+                self._refuse_if_damaged(name, e)
             if (version is not None and isinstance(e, dlx.DeltaError | OSError)
                     and self._store_error(e, name) is None):
                 raise NotFoundError("version", f"{name}@{version}",
                                     "see `silta tables history` for the versions") from e
             raise self._translate(e, name) from e
+        if version is None:
+            self._check_latest(name, table.version())
+        return table
+
+    # -- a damaged log is refused, never written on top of (connectors/lake_integrity.py) --
+    def _log_access(self, name: str) -> tuple[LogAccess, Callable[[str], int]]:
+        """Reading ``name``'s ``_delta_log`` files, and a file's size (one stat or HEAD)."""
+        if self.is_local:
+            folder = Path(self.table_uri(name).removeprefix("file://"))
+            local = LogAccess(lambda rel: (folder / rel).read_bytes(),
+                              lambda: os.listdir(folder / LOG))
+            return local, lambda rel: (folder / rel).stat().st_size
+        handler = DeltaStorageHandler(self.table_uri(name), self.storage_options)
+
+        def read(rel: str) -> bytes:
+            f = handler.open_input_file(rel)
+            data: bytes = f.read(f.size())
+            return data
+
+        def names() -> list[str]:
+            infos = handler.get_file_info_selector(FileSelector(LOG, allow_not_found=True))
+            return [i.base_name for i in infos if i.type == FileType.File]
+
+        def size(rel: str) -> int:
+            info = handler.get_file_info([rel])[0]
+            if info.type == FileType.NotFound:
+                raise FileNotFoundError(rel)
+            return int(info.size)
+
+        return LogAccess(read, names), size
+
+    def _check_latest(self, name: str, version: int) -> None:
+        """Raise CorruptTableError when the newest commit is damaged in a way delta-rs
+        reads without a word (empty, cut at a line break). A commit already found sound
+        is not read again while its size stays the same."""
+        rel = commit_name(version)
+        try:
+            access, size_of = self._log_access(name)
+            size = size_of(rel)
+            if self._sound.get(name) == (version, size):
+                return
+            problem = latest_commit_problem(access.read(rel), version)
+        except FileNotFoundError:
+            return  # a version known from a checkpoint only: its commit was cleaned up
+        except Exception as e:
+            raise self._translate(e, name) from e
+        if problem is not None:
+            self._sound.pop(name, None)
+            raise CorruptTableError(self._redact(f"table {name!r} is damaged: {problem}"))
+        self._sound[name] = (version, size)
+
+    def _refuse_if_damaged(self, name: str, e: Exception) -> None:
+        """After delta-rs refused to open ``name``: a CorruptTableError naming the damaged
+        file, when a file of the log is damaged (else return, and ``e`` is reported)."""
+        try:
+            access, _ = self._log_access(name)
+            problem = diagnose(access)
+        except Exception:  # the store itself failing: ``e`` says so
+            return
+        if problem is not None:
+            self._sound.pop(name, None)
+            raise CorruptTableError(
+                self._redact(f"table {name!r} is damaged: {problem}")) from e
 
     def _probe(self, name: str) -> None:
         """Raise when the store refuses us; return when the table is simply not there.
@@ -430,12 +515,13 @@ class DeltaLake:
         # delta-rs can raise after the commit landed (issues 2279, 2609), and another
         # writer may have committed the same (app_id, seq) meanwhile: believe the log.
         entry: dict[str, Any] | None = None
+        unknown = False
         try:
             done = self.committed_seq(name, app_id)
             if done is not None and done >= seq:
                 entry = self.find_commit(name, app_id, seq)
         except SiltaError:
-            done = None
+            done, unknown = None, True  # the lake did not answer: it may have landed
         if done is not None and done >= seq:
             if entry is None:  # beyond the history searched: cannot tell whose it was
                 return self._landed(name, app_id, seq)
@@ -448,7 +534,11 @@ class DeltaLake:
             raise CommitConflictError(
                 f"table {name!r} was created by another writer at the same time; the batch "
                 "is written again") from e
-        raise self._translate(cause, name) from e
+        error = self._translate(cause, name)
+        if unknown and error.retriable:
+            # Not "failed": a caller that freed the unit would write it a second time.
+            raise CommitUnknownError(error.msg, retriable=True) from e
+        raise error from e
 
     # -- reading ----------------------------------------------------------------------
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -534,15 +624,20 @@ class DeltaLake:
         store = self._store_error(e, table)
         if store is not None:
             return store
+        if _DISK_FULL.search(str(e)):
+            # delta-rs words ENOSPC as "Failed to parse parquet: External: ... (os error 28)"
+            return StoreError(f"{where}: the lake's disk is full (no space left on device); "
+                              "free space on it and the work is retried", retriable=True)
         if isinstance(e, dlx.CommitFailedError):
             return CommitConflictError(self._redact(
                 f"{where}: another writer committed first and the commit still conflicted "
                 f"after {COMMIT_RETRIES} retries ({e}); the batch is written again"))
         if isinstance(e, dlx.TableNotFoundError) and table is not None:
             return NotFoundError("table", table, "list tables with `silta tables list`")
+        text = _BACKTRACE.split(str(e), maxsplit=1)[0].rstrip()
         if isinstance(e, OSError | dlx.DeltaError):
-            return StoreError(self._redact(f"{where}: {e}"), retriable=True)
-        return StoreError(self._redact(f"{where}: {type(e).__name__}: {e}"))
+            return StoreError(self._redact(f"{where}: {text}"), retriable=True)
+        return StoreError(self._redact(f"{where}: {type(e).__name__}: {text}"))
 
     def _store_error(self, e: BaseException, table: str | None) -> SiltaError | None:
         """The object store's own failure behind ``e`` (by what it answered), or None."""

@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 
@@ -78,6 +79,14 @@ _BACKOFF_MAX = 30.0
 _MAX_IDLE_CHANNELS = 4
 #: the SFTP v3 draft's minimum; servers announce more through limits@openssh.com
 _MIN_REQUEST = 32_768
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A listed name the store will not read, and why (it is reported, not skipped)."""
+
+    reason: str
+    raw: str
 
 
 class SftpStore(FileStore):
@@ -630,10 +639,15 @@ class SftpStore(FileStore):
                     return  # '**' alone names folders, and only files are listed
                 walk(folder, i + 1)
                 for name, attr in entries(folder):
-                    if st.S_ISDIR(attr.st_mode or 0):
+                    if not isinstance(attr, Refused) and st.S_ISDIR(attr.st_mode or 0):
                         walk(join(folder, name), i)
                 return
             for name, attr in entries(folder):
+                if isinstance(attr, Refused):
+                    if last and fnmatch.fnmatchcase(attr.raw, part):
+                        rel = join(safe_display(folder), name)  # shown, never opened
+                        found[rel] = FileInfo(rel, 0, 0, refused=attr.reason)
+                    continue
                 if not fnmatch.fnmatchcase(name, part):
                     continue
                 rel = join(folder, name)
@@ -645,6 +659,7 @@ class SftpStore(FileStore):
                     target = self._follow(s, rel, attr)
                 except UnsafeNameError as e:
                     log.warning("sftp %s: skipped: %s", self._where, e.msg)
+                    found[rel] = FileInfo(safe_display(rel), 0, 0, refused=e.msg)
                     continue
                 if target is not None and st.S_ISREG(target.st_mode or 0):
                     found[rel] = FileInfo(rel, target.st_size or 0, mtime_ns(target))
@@ -670,6 +685,8 @@ class SftpStore(FileStore):
             if isinstance(name, bytes):
                 log.warning("sftp %s: skipping a name in %s that is not UTF-8: %s",
                             self._where, safe_display(folder or "."), repr(name[:80]))
+                out.append((repr(name[:80]), Refused(
+                    "its name is not UTF-8", name.decode("utf-8", "surrogateescape"))))
                 continue
             if name in (".", ".."):
                 continue
@@ -677,9 +694,10 @@ class SftpStore(FileStore):
                 check_relative_path(name, what="name")
                 if "/" in name:
                     raise UnsafeNameError(f"name {name!r} contains a slash")
-            except UnsafeNameError:
+            except UnsafeNameError as e:
                 log.warning("sftp %s: skipping unsafe name '%s' in %s", self._where,
                             safe_display(name), safe_display(folder or "."))
+                out.append((safe_display(name), Refused(e.msg, name)))
                 continue
             if name.startswith("."):
                 continue  # hidden files and Silta's own .silta-* folders

@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 
 from agent.config import LoadedConfig
-from agent.ml.monitor import run_monitor
-from agent.ml.predict import run_prediction
-from agent.ml.train import run_training
 from agent.outcome import JobOutcome
 from agent.stores import open_lake
 from connectors.errors import SiltaError
@@ -23,6 +20,12 @@ log = logging.getLogger("silta.ml")
 def execute_job(loaded: LoadedConfig, kind: str, name: str, run_id: str, *,
                 force: bool = False) -> JobOutcome:
     """Run ``train:NAME``, ``predict:NAME`` or ``monitor:NAME`` once; never raises."""
+    # imported here: they pull in scikit-learn and scipy (seconds), which the agent's own
+    # process never needs (its jobs run in workers)
+    from agent.ml.monitor import run_monitor
+    from agent.ml.predict import run_prediction
+    from agent.ml.train import run_training
+
     config = loaded.config
     try:
         lake = open_lake(loaded)

@@ -18,7 +18,7 @@ from agent.config import LoadedConfig
 from agent.continuous import halting_alert, retrain_jobs
 from agent.maintenance import maintain
 from agent.ml.execute import execute_job
-from agent.ml.predict import plan_range
+from agent.ml.predict_plan import plan_range
 from agent.ml.worker import run_in_worker
 from agent.outcome import JobOutcome
 from agent.run_alerts import record_run
@@ -82,7 +82,7 @@ class MlJobRunner:
         self._finish(outcome, trigger, started)
         record_run(self.state, self.loaded.config.alerts, self.agent_name, kind=kind,
                    name=name, run_id=run_id, status=outcome.status, error=outcome.error,
-                   model=outcome.model)
+                   model=outcome.model or self._model_of(kind, name))
         if kind == "predict" and outcome.committed:
             for out in outcome.outputs:  # under this job's lock: no race with its writes
                 maintain(self.loaded, self.lake, str(out["table"]), self.agent_name)
@@ -92,12 +92,14 @@ class MlJobRunner:
         """Alerts of monitoring runs that committed their figures but stopped before they
         became alerts (the agent was killed, the worker died): rebuilt from
         ``_silta/metrics``. Returns the retraining the recovered alerts ask for."""
-        from agent.ml.monitor import recorded_checks
-
         retrain: list[tuple[str, int]] = []
         for row in self.state.query(
                 "SELECT id, name FROM runs WHERE kind='monitor' AND status IN "
                 "('interrupted', 'failed') AND alerts_checked IS NULL ORDER BY started_at"):
+            # only with a run to recover: it pulls in scikit-learn and scipy (seconds at
+            # every agent start and CLI run otherwise)
+            from agent.ml.monitor import recorded_checks
+
             run_id, name = str(row["id"]), str(row["name"])
             try:
                 checks = recorded_checks(self.lake, name, run_id)
@@ -120,6 +122,17 @@ class MlJobRunner:
                                                 "recovered: alerts from _silta/metrics",
                                                 run_id))
         return retrain
+
+    def _model_of(self, kind: str, name: str) -> str | None:
+        """The model a job works on, from the config (a failed run may not know it)."""
+        config = self.loaded.config
+        if kind == "train":
+            return config.training(name).model
+        if kind == "predict":
+            return config.prediction(name).model_name
+        if kind == "monitor":
+            return config.monitor(name).model
+        return None
 
     def _up_to_date(self, kind: str, name: str, run_id: str) -> JobOutcome | None:
         """An ok outcome, without a worker, for a prediction with no new input: a worker

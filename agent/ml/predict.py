@@ -31,10 +31,17 @@ import pyarrow as pa
 from agent.ml.artifacts import load_model
 from agent.ml.config import ModelConfig, PredictionConfig
 from agent.ml.estimators import FeatureSpec, predict_top_k, prepare_frame
+from agent.ml.predict_plan import app_id, plan_range
 from agent.ml.registry import ModelRegistry, ModelVersion
 from agent.ml.train import SPEC_KEY
 from agent.outcome import JobOutcome
-from connectors.errors import CommitConflictError, NotFoundError, StoreError, UsageError
+from connectors.errors import (
+    ArtifactIntegrityError,
+    CommitConflictError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
 from connectors.lake import DeltaLake
 from connectors.lake_changes import added_rows
 from connectors.prefetch import off_runtime
@@ -54,10 +61,6 @@ RUN_COLUMNS = ("run_id", "predicted_at")
 PLAN_ATTEMPTS = 6
 
 
-def app_id(job: str) -> str:
-    return f"silta-predict/{job}"
-
-
 @dataclass(frozen=True)
 class Plan:
     """One run's unit: the input range, the model version, what the table followed."""
@@ -70,17 +73,6 @@ class Plan:
     def after(self) -> int | None:
         """The input version predicted up to before (None: nothing yet)."""
         return None if self.follows is None else self.follows - 1
-
-
-def plan_range(lake: DeltaLake, conf: PredictionConfig) -> tuple[int | None, int] | None:
-    """(the app id's last seq, the input's version) to predict up to, or None when the
-    predictions are up to date; two table opens, no model."""
-    output = lake.open(conf.output)
-    follows = output.transaction_version(app_id(conf.name)) if output is not None else None
-    to = lake.require(conf.input).version()
-    if follows is not None and follows - 1 >= to:
-        return None
-    return follows, to
 
 
 def plan(lake: DeltaLake, registry: ModelRegistry, conf: PredictionConfig) -> Plan | None:
@@ -111,9 +103,19 @@ class Predictor:
         self.version = version
         self.conf = conf
         self.run_id = run_id
-        self.estimator = load_model(version.artifact, version.artifact.sha256,
-                                    trusted=model_conf.trusted_types,
-                                    storage_options=lake.storage_options)
+        try:
+            self.estimator = load_model(version.artifact, version.artifact.sha256,
+                                        trusted=model_conf.trusted_types,
+                                        storage_options=lake.storage_options)
+        except ArtifactIntegrityError as e:
+            # The operator needs the version first (alerts keep 300 characters), then a way
+            # out; the file's path and both checksums follow.
+            mv = f"{version.model}@{version.version}"
+            raise ArtifactIntegrityError(
+                f"{mv} ({conf.model_ref}) refused, nothing predicted: {e.msg}. Restore the "
+                f"artifact from a backup, or point the alias at another version (`silta "
+                f"models rollback {version.model}`, `silta models promote {version.model} "
+                "VERSION`), or train a new version") from e
         self.spec = FeatureSpec.from_dict(version.params[SPEC_KEY])
         self.key = list(version.signature.get("key") or model_conf.key)
         missing = [c for c in [*self.key, *conf.passthrough, *self.spec.columns]

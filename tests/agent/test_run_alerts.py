@@ -126,3 +126,32 @@ def test_the_agent_alerts_a_killed_run_at_start_and_resolves_it_after_a_good_run
     assert listed.code == 0, listed
     assert [(a["monitor"], a["check"], a["state"]) for a in listed.json()] == [
         ("agent", "interrupted", "resolved")]
+
+
+def test_a_file_whose_name_is_unsafe_is_reported_and_alerted_until_renamed(
+        make_engine: Any, tmp_path: Path) -> None:
+    engine, _ = make_engine([{"name": "s"}])
+    inbox = tmp_path / "inbox"
+    _put(inbox, "good.csv", "id\n1\n")
+    _put(inbox, "bad\x1b[31m.csv", "id\n2\n")
+    out = engine.run("s")
+    assert (out.status, out.files, out.rows) == ("ok", 1, 1)
+    assert out.refused == [("bad\\x1b[31m.csv", "path 'bad\\x1b[31m.csv' contains a control "
+                                                "character")]
+    assert _alerts(tmp_path / "state") == [("refused_names", "sync:s", "firing", "warning", 1)]
+    (alert,) = AlertBook(engine.state).find()
+    assert alert["summary"] == (
+        "sync s does not read 1 file(s) whose names are unsafe (control characters, "
+        "backslashes, not UTF-8); rename them: bad\\x1b[31m.csv")
+    assert "\x1b" not in alert["summary"]
+    (run,) = engine.state.runs(kind="sync", name="s", limit=1)
+    assert run["error"] == ("not read: bad\\x1b[31m.csv: path 'bad\\x1b[31m.csv' contains a "
+                            "control character")
+    assert (inbox / "bad\x1b[31m.csv").read_text() == "id\n2\n"  # left where it was
+    engine.run("s")
+    assert _alerts(tmp_path / "state") == [("refused_names", "sync:s", "firing", "warning", 2)]
+    os.rename(inbox / "bad\x1b[31m.csv", inbox / "renamed.csv")
+    fixed = engine.run("s")
+    assert (fixed.status, fixed.rows, fixed.refused) == ("ok", 1, [])
+    assert _alerts(tmp_path / "state") == [("refused_names", "sync:s", "resolved", "warning",
+                                            2)]
