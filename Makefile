@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 # Arrow's default allocator is 2-4x slower on these machines (SERVICES.md).
 export ARROW_DEFAULT_MEMORY_POOL := system
 
-.PHONY: install demo test check lint typecheck layers schema bench bench-predict bench-drift bench-tui clean
+.PHONY: install demo test check lint typecheck layers schema bench bench-predict bench-drift bench-tui bench-soak clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-predict: install
 
 bench-drift: install
 	$(PY) bench/drift.py $(BENCH_ARGS)
+
+bench-soak: install
+	$(PY) bench/soak.py $(BENCH_ARGS)
 
 bench-tui: install
 	$(PY) bench/tui_start.py $(BENCH_ARGS)
