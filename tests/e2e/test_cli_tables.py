@@ -62,13 +62,13 @@ def test_agent_run_once_json(lake: Lake) -> None:
     assert first[0] == {"kind": "sync", "name": "t", "sync": "t", "status": "ok",
                         "batches": 1, "files": 1, "rows": 3,
                         "bytes": len(lake.first), "skipped": 0, "waiting": 0,
-                        "quarantined": [], "table_version": 0, "error": None,
+                        "quarantined": [], "refused": [], "table_version": 0, "error": None,
                         "retriable": None, "verified": "ok: rows read 3 = written 3"}
     second[0].pop("run_id")
     assert second[0] == {"kind": "sync", "name": "t", "sync": "t", "status": "ok",
                          "batches": 1, "files": 1, "rows": 4,
                          "bytes": len(lake.second), "skipped": 0, "waiting": 0,
-                         "quarantined": [], "table_version": 1, "error": None,
+                         "quarantined": [], "refused": [], "table_version": 1, "error": None,
                          "retriable": None, "verified": "ok: rows read 4 = written 4"}
 
 
