@@ -175,7 +175,10 @@ class StateStore:
                 raise StateStoreError(f"cannot create state folder {self.dir}: {e.strerror}; "
                                       "check [agent].state_dir and its permissions") from e
             self._migrate()
-        elif not self.path.exists():
+        elif not self.path.exists() or self.schema_version() == 0:
+            # (an agent's first start creates the file, then its tables in one transaction:
+            # a reader in between sees an empty database, not yet a store)
+            self.close()
             raise StateStoreError(f"no state store at {self.path}; has the agent run yet? "
                                   "(`silta agent run --once`)")
 

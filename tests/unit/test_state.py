@@ -103,3 +103,19 @@ def test_missed_fire_detects_downtime():
     assert missed is not None and last < missed <= now and missed.minute == 0
     assert missed - last <= dt.timedelta(hours=1)
     assert missed_fire(hourly, None, dt.datetime(2026, 11, 27, 13, 30, tzinfo=utc)) is None
+
+
+def test_a_reader_between_the_files_creation_and_its_tables_sees_no_store_yet(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from connectors.errors import StateStoreError
+
+    sqlite3.connect(tmp_path / "silta.db").close()  # as an agent's first start leaves it
+    with pytest.raises(StateStoreError, match=r"no state store at .*has the agent run yet"):
+        StateStore(tmp_path, readonly=True)
+    StateStore(tmp_path).close()  # the agent's migration
+    reader = StateStore(tmp_path, readonly=True)
+    assert reader.schema_version() >= 1
+    assert reader.query("SELECT count(*) FROM heartbeats")[0][0] == 0
+    reader.close()
