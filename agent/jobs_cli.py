@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import signal
 import sys
 import threading
@@ -20,8 +19,6 @@ from agent.output import print_json, print_table
 from agent.state import StateStore
 from connectors.errors import LockHeldError
 from connectors.names import safe_display
-
-log = logging.getLogger("silta.agent")
 
 
 def job_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
@@ -123,16 +120,12 @@ def _interrupt_stale_runs(loaded: LoadedConfig) -> None:
     interrupted and alerted, as an agent does when it starts. Under the lock nothing else
     runs, so every 'running' run is stale; left alone, they would show as running until
     an agent starts, and their alerts (and a killed monitor's recovery) would wait too."""
-    from agent.run_alerts import record_interrupted
+    from agent.run_alerts import interrupt_stale
 
     state = StateStore(loaded.state_dir)
     try:
-        stale = state.interrupt_stale_runs()
-        if stale:
-            log.warning("%d run(s) were left running by a process that stopped; marked "
-                        "interrupted (their batches are recovered from the ledger)",
-                        len(stale))
-            record_interrupted(state, loaded.config.alerts, loaded.config.agent.name, stale)
+        interrupt_stale(state, loaded.config.alerts, loaded.config.agent.name,
+                        left_by="a process")
     finally:
         state.close()
 

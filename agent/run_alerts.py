@@ -115,3 +115,15 @@ def record_interrupted(state: StateStore, section: AlertsSection | None, agent: 
             AlertBook(state, section, agent).observe(MONITOR, None, [result], run["id"])
         except Exception as e:
             log.error("could not record the interrupted run %s as an alert: %s", run["id"], e)
+
+
+def interrupt_stale(state: StateStore, section: AlertsSection | None, agent: str, *,
+                    left_by: str) -> None:
+    """Mark runs left 'running' by a dead ``left_by`` interrupted, and alert them; called
+    under the agent lock (nothing else can be running then)."""
+    stale = state.interrupt_stale_runs()
+    if stale:
+        logging.getLogger("silta.agent").warning(
+            "%d run(s) were left running by %s that stopped; marked interrupted "
+            "(their batches are recovered from the ledger)", len(stale), left_by)
+        record_interrupted(state, section, agent, stale)

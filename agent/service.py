@@ -44,7 +44,7 @@ from agent.ml.config import TrainingConfig
 from agent.ml.jobrunner import MlJobRunner
 from agent.outcome import JobOutcome, SyncOutcome
 from agent.progress import ProgressRecorder
-from agent.run_alerts import record_interrupted
+from agent.run_alerts import interrupt_stale
 from agent.runs import flush_quietly
 from agent.scheduling import ClockWatch, Scheduler, missed_fire
 from agent.sdnotify import (
@@ -176,12 +176,7 @@ class Agent:
     # -- assembly ---------------------------------------------------------------------
     def _build(self) -> tuple[StateStore, SyncEngine, MlJobRunner]:
         state = StateStore(self.loaded.state_dir)
-        stale = state.interrupt_stale_runs()
-        if stale:
-            log.warning("%d run(s) were left running by an agent that stopped; marked "
-                        "interrupted (their batches are recovered from the ledger)",
-                        len(stale))
-            record_interrupted(state, self.config.alerts, self.name, stale)
+        interrupt_stale(state, self.config.alerts, self.name, left_by="an agent")
         if state.interrupt_stale_commands():
             log.warning("operator commands left running by an agent that stopped are marked "
                         "failed; their users can queue them again")
